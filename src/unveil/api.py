@@ -1,0 +1,148 @@
+"""The public entry point: ``explain(model, image, method=..., target=None, **options) -> Explanation``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .explanation import Explanation
+from .images import resize
+from .methods.registry import Context, MethodResult, get_method
+from .models.base import _check_batch_size, as_model
+from .segmentation import upsample_labels
+
+__all__ = ["explain", "DEFAULT_METHOD"]
+
+DEFAULT_METHOD = "lime"
+
+_INTERPOLATION_ORDER = {"nearest": 0, "bilinear": 1, "bicubic": 3}
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+def _check_options(spec, options: dict) -> None:
+    known = spec.options
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"method {spec.name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
+            f"{', '.join(sorted(known)) or '(none)'}"
+        )
+
+
+def _to_image_resolution(result: MethodResult, size: tuple[int, int]):
+    """(map H x W float32, segments H x W int32 or None) at the original image size."""
+    if result.weights is not None:
+        if result.segments is None:
+            raise RuntimeError("a method returned weights without segments")
+        weights = np.asarray(result.weights, dtype=np.float32)
+        segments = upsample_labels(np.asarray(result.segments), size)
+        if result.map is None:
+            return weights[segments], segments.astype(np.int32)
+        seg_out = segments.astype(np.int32)
+    else:
+        seg_out = None
+    if result.map is None:
+        raise RuntimeError("a method returned neither a map nor weights")
+    m = np.asarray(result.map, dtype=np.float32)
+    if m.ndim != 2:
+        raise RuntimeError(f"a method returned a map of shape {m.shape}; expected 2-D")
+    order = _INTERPOLATION_ORDER[result.interpolation]
+    if m.shape != size:
+        if order == 0:
+            m = upsample_labels(m, size)
+        else:
+            m = resize(m, size, order=order)
+    return m.astype(np.float32), seg_out
+
+
+def explain(
+    model,
+    image,
+    method: str = DEFAULT_METHOD,
+    target: int | str | None = None,
+    *,
+    seed: int = 0,
+    budget: int | None = None,
+    batch_size: int | str | None = None,
+    progress: bool = True,
+    **options,
+) -> Explanation:
+    """Explain ``model``'s score for ``target`` on ``image`` with ``method``.
+
+    ``model``: a :class:`unveil.Model`, a torch module or a callable (see :class:`unveil.Model`).
+    ``image``: a path, a PIL image or an array (any channels; see :mod:`unveil.images`).
+    ``target``: class number or name; the top class when None.
+    ``seed``: every random choice (sampling, segmentation) comes from it.
+    ``budget``: the most model evaluations a perturbation method may spend (the unperturbed input included).
+    ``batch_size``: the most inputs in one forward pass for this call (default: the model's).
+    ``progress``: show a progress bar on long work (on a terminal).
+    Other keyword arguments are the method's options (``unveil.methods()`` and the README list them).
+    """
+    t0 = time.perf_counter()
+    spec = get_method(method)
+    _check_options(spec, options)
+    seed = _check_seed(seed)
+    if budget is not None and (
+        isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)) or budget < 2
+    ):
+        raise ValueError(f"budget: expected an int >= 2 (model evaluations), got {budget!r}")
+    if budget is not None and not spec.uses_budget:
+        raise ValueError(f"budget: method {spec.name!r} is not a perturbation method and takes no budget")
+    model = as_model(model)
+    if spec.needs_gradients and not model.differentiable:
+        raise TypeError(
+            f"method {spec.name!r} needs gradients; model {model.name!r} is a Python callable. "
+            "Wrap a torch.nn.Module, or use a perturbation method."
+        )
+    original, x = model.prepare(image)
+    bs = model.resolve_batch_size(x.unsqueeze(0)) if batch_size is None else _check_batch_size(batch_size)
+    if bs == "auto":
+        bs = model.resolve_batch_size(x.unsqueeze(0))
+    with model.counting() as counter:
+        probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()
+        target_idx = int(np.argmax(probs)) if target is None else model.class_index(target, probs.shape[0])
+        ctx = Context(
+            model=model,
+            image=original,
+            x=x,
+            target=target_idx,
+            probs=probs,
+            seed=seed,
+            budget=None if budget is None else int(budget),
+            progress=progress,
+            batch_size=int(bs),
+            counter=counter,
+        )
+        torch_state = torch.random.get_rng_state()
+        try:
+            result = spec.fn(ctx, **options)
+        finally:
+            torch.random.set_rng_state(torch_state)
+        n_evals = counter[0]
+    if budget is not None and n_evals > budget:  # a method bug, never a user error
+        raise RuntimeError(f"method {spec.name!r} spent {n_evals} evaluations, over its budget of {budget}")
+    heat, segments = _to_image_resolution(result, original.shape[:2])
+    params = {**spec.options, **options}
+    params["budget"] = budget
+    return Explanation(
+        map=heat,
+        target=target_idx,
+        label=model.label(target_idx),
+        score=float(probs[target_idx]),
+        method=spec.name,
+        params=params,
+        seed=seed,
+        n_evals=int(n_evals),
+        seconds=time.perf_counter() - t0,
+        segments=segments,
+        weights=None if result.weights is None else np.asarray(result.weights, dtype=np.float32),
+        extras=result.extras,
+        image=original,
+    )

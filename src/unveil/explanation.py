@@ -1,0 +1,150 @@
+"""The one result type every method returns, and that plots, metrics, the CLI and reports consume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Explanation"]
+
+_ARRAYS = ("map", "segments", "weights", "image")
+
+
+def _jsonable(value: Any):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why the model gave ``target`` its score, for one image.
+
+    ``map``: H x W float32 signed importance at the input image's own resolution (positive = supports the
+    target). ``segments``: H x W int32 feature labels (segment-based methods) or None. ``weights``: one value
+    per feature (per segment; for ``streak`` the gains in selection order, see ``extras['selected']``).
+    ``score``: the target's probability on the unperturbed input. ``n_evals``: model evaluations spent,
+    the unperturbed input included. ``seconds``: wall time of the whole call. ``extras``: method-specific
+    results (surrogate R², standard errors, ...). ``image``: the input (H x W x 3 float32), kept for plots.
+    """
+
+    map: np.ndarray
+    target: int
+    label: str
+    score: float
+    method: str
+    params: dict = field(default_factory=dict)
+    seed: int | None = None
+    n_evals: int = 0
+    seconds: float = 0.0
+    segments: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    # --------------------------------------------------------------------- masks
+    def top_features(self, k: int) -> np.ndarray:
+        """Indices of the ``k`` features with the largest weights (for ``streak``: the selected set)."""
+        if self.segments is None or self.weights is None:
+            raise ValueError(f"method {self.method!r} gives a pixel map without segments; use top_mask(fraction=...)")
+        if "selected" in self.extras:
+            return np.asarray(self.extras["selected"], dtype=np.int64)[:k]
+        order = np.argsort(-np.asarray(self.weights), kind="stable")
+        return order[: max(0, int(k))]
+
+    def top_mask(self, k: int | None = None, *, fraction: float | None = None) -> np.ndarray:
+        """H x W bool mask of the ``k`` most important segments, or of the top ``fraction`` of pixels."""
+        if (k is None) == (fraction is None):
+            raise ValueError("top_mask: pass exactly one of k (segments) or fraction (of pixels)")
+        if k is not None:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+                raise ValueError(f"top_mask: k must be a non-negative int, got {k!r}")
+            return np.isin(self.segments, self.top_features(int(k)))
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"top_mask: fraction must lie in [0, 1], got {fraction!r}")
+        n = int(round(fraction * self.map.size))
+        mask = np.zeros(self.map.size, dtype=bool)
+        if n:
+            mask[np.argsort(-self.map.reshape(-1), kind="stable")[:n]] = True
+        return mask.reshape(self.map.shape)
+
+    # --------------------------------------------------------------------- save / load
+    def metadata(self) -> dict:
+        """Everything but the arrays, as JSON-ready values."""
+        meta = {
+            f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in _ARRAYS
+        }
+        meta["shape"] = list(self.map.shape)
+        return meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (.npz with the arrays) and a .json sidecar with the metadata; return the .npz path."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {name: getattr(self, name) for name in _ARRAYS if getattr(self, name) is not None}
+        extra_arrays = {f"extra__{k}": v for k, v in self.extras.items() if isinstance(v, np.ndarray)}
+        np.savez_compressed(path, **arrays, **extra_arrays)
+        meta = self.metadata()
+        meta["extras"] = {k: _jsonable(v) for k, v in self.extras.items() if not isinstance(v, np.ndarray)}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Explanation":
+        """Read an explanation written by :meth:`save` (the .npz or the .json path)."""
+        path = Path(path)
+        npz, js = path.with_suffix(".npz"), path.with_suffix(".json")
+        for p in (npz, js):
+            if not p.exists():
+                raise ValueError(f"explanation file not found: {p}")
+        try:
+            meta = json.loads(js.read_text())
+            with np.load(npz, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (ValueError, OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"not a readable explanation: {path} ({err})") from None
+        extras = dict(meta.get("extras") or {})
+        for k in list(arrays):
+            if k.startswith("extra__"):
+                extras[k[len("extra__"):]] = arrays.pop(k)
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in meta.items() if k in names and k not in _ARRAYS}
+        kwargs["extras"] = extras
+        kwargs.update({k: v for k, v in arrays.items() if k in _ARRAYS})
+        return cls(**kwargs)
+
+    # --------------------------------------------------------------------- pictures
+    def overlay(self, alpha: float = 0.55, cmap: str = "bwr") -> np.ndarray:
+        """H x W x 3 float image: the input under the map, coloured symmetrically around zero."""
+        from .viz import overlay
+
+        return overlay(self, alpha=alpha, cmap=cmap)
+
+    def plot(self, path: str | Path | None = None, **kwargs):
+        """Draw the overlay with a colour bar and a title (label, score, method); save it if ``path``."""
+        from .viz import plot
+
+        return plot(self, path, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"Explanation(method={self.method!r}, target={self.target} ({self.label!r}), score={self.score:.4f}, "
+            f"map={self.map.shape}, n_evals={self.n_evals}, seconds={self.seconds:.2f})"
+        )

@@ -1,0 +1,155 @@
+"""The method registry and what a method receives (Context) and returns (MethodResult).
+
+A method is a function ``fn(ctx, **options) -> MethodResult`` registered by name with :func:`register`. The
+shared pipeline (:func:`unveil.explain`) owns loading, targets, seeds, batching, counting and timing, so a
+method only decides which inputs to try and how to read the scores.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..perturb import Perturber, make_baseline
+from ..segmentation import segment
+
+__all__ = ["MethodSpec", "MethodResult", "Context", "register", "get_method", "method_names", "method_specs"]
+
+FAMILIES = ("perturbation", "learned", "gradient")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    fn: Callable
+    family: str
+    description: str
+    needs_gradients: bool
+
+    @property
+    def options(self) -> dict:
+        """Option name -> default, read from the function's signature."""
+        sig = inspect.signature(self.fn)
+        return {
+            p.name: p.default
+            for p in list(sig.parameters.values())[1:]
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+    @property
+    def uses_budget(self) -> bool:
+        """Perturbation methods accept ``budget=`` (the most model evaluations they may spend)."""
+        return self.family == "perturbation"
+
+
+@dataclass
+class MethodResult:
+    """What a method hands back.
+
+    Either ``weights`` (one per feature of ``segments``, an h x w label map at the model's input size) or
+    ``map`` (any 2-D resolution; resized to the image with ``interpolation``: nearest, bilinear or bicubic).
+    """
+
+    map: np.ndarray | None = None
+    segments: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    interpolation: str = "bilinear"
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Everything a method may use for one image: the model, the input, the target and the shared tools."""
+
+    model: object
+    image: np.ndarray  # H x W x 3 original, float32 [0, 1]
+    x: torch.Tensor  # C x h x w model input on the model's device, [0, 1]
+    target: int
+    probs: np.ndarray  # class probabilities of the unperturbed input
+    seed: int
+    budget: int | None
+    progress: bool
+    batch_size: int
+    counter: list  # evaluations made so far in this call (shared with the model's counting())
+    rng: np.random.Generator = field(init=False)
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+        self.generator = torch.Generator().manual_seed(int(self.seed))
+
+    @property
+    def n_evals(self) -> int:
+        return self.counter[0]
+
+    def remaining(self) -> int | None:
+        """Evaluations still allowed by ``budget`` (None when unlimited)."""
+        return None if self.budget is None else self.budget - self.counter[0]
+
+    def input_image(self) -> np.ndarray:
+        """The model input as h x w x 3 float32 numpy (what segmentation runs on)."""
+        return self.x.detach().cpu().numpy().transpose(1, 2, 0)
+
+    def segment(self, segmentation="slic", n_features: int = 50, **options) -> np.ndarray:
+        """Label map (h x w, 0..K-1) of the model input; a user label map at any size is resized."""
+        return segment(self.input_image(), segmentation, n_features, seed=self.seed, **options)
+
+    def baseline(self, kind="mean", labels: np.ndarray | None = None, **options) -> torch.Tensor:
+        return make_baseline(self.x, kind, labels=labels, **options)
+
+    def perturber(self, baseline: torch.Tensor, labels: np.ndarray | None = None, desc: str = "") -> Perturber:
+        return Perturber(
+            self.model,
+            self.x,
+            baseline,
+            labels,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            desc=desc or "evaluating",
+            unperturbed=self.probs,
+        )
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, family: str, description: str, needs_gradients: bool | None = None):
+    """Decorator: register ``fn(ctx, *, option=default, ...)`` as method ``name``."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+    def deco(fn):
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"method {name!r} is already registered")
+        for p in list(inspect.signature(fn).parameters.values())[1:]:
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+                raise TypeError(f"method {name!r}: options must be keyword-only (after *), {p.name!r} is not")
+        grads = family != "perturbation" if needs_gradients is None else needs_gradients
+        _REGISTRY[name] = MethodSpec(name, fn, family, description, grads)
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MethodSpec:
+    from . import _discover
+
+    _discover()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def method_specs() -> list[MethodSpec]:
+    from . import _discover
+
+    _discover()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def method_names() -> list[str]:
+    return [s.name for s in method_specs()]

@@ -1,0 +1,296 @@
+"""The model adapter: one object that owns preprocessing, batching, the device and the evaluation count.
+
+A :class:`Model` wraps either a ``torch.nn.Module`` or any Python callable. Everything the methods send
+through it is an N x C x H x W float tensor in [0, 1] at the model's input size; the adapter normalizes,
+batches (``batch_size``: the most inputs in one forward pass), runs under ``torch.inference_mode`` and turns
+the outputs into class probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..images import load_image, resize
+
+__all__ = ["Model", "as_model", "BATCH_CANDIDATES"]
+
+#: batch sizes tried by ``batch_size="auto"`` (the fastest per image is kept).
+BATCH_CANDIDATES = (1, 4, 16, 32, 64)
+
+
+class Model:
+    """A classifier that unveil can explain.
+
+    Parameters
+    ----------
+    fn:
+        a ``torch.nn.Module`` taking N x C x H x W normalized tensors, or any callable taking a numpy batch
+        N x H x W x C float32 in [0, 1] and returning N x classes scores (array-like).
+    input_size:
+        (height, width) the model expects; images are resized to it. ``None`` keeps each image's own size.
+    labels:
+        class names, index = class number.
+    mean, std:
+        per-channel normalization applied before a torch module (ignored for callables).
+    outputs:
+        ``"logits"`` (softmax is applied to get probabilities) or ``"probabilities"``. Default: logits for
+        torch modules, probabilities for callables.
+    batch_size:
+        the most inputs in one forward pass: an int, or ``"auto"`` (torch modules only by default) which
+        times a few sizes on first use and keeps the fastest per image.
+    channels_last:
+        feed torch modules channels-last inputs (faster convolutions on CPU). The module itself is not
+        touched; :func:`unveil.load_model` converts its own module's weights too.
+    """
+
+    def __init__(
+        self,
+        fn: torch.nn.Module | Callable,
+        *,
+        input_size: tuple[int, int] | None = None,
+        labels: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        outputs: str | None = None,
+        batch_size: int | str | None = None,
+        channels_last: bool = False,
+        name: str | None = None,
+    ):
+        if isinstance(fn, Model):
+            raise TypeError("fn is already a unveil.Model")
+        if not callable(fn):
+            raise TypeError(f"model: expected a torch.nn.Module or a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.is_torch = isinstance(fn, torch.nn.Module)
+        if input_size is not None:
+            if (
+                len(tuple(input_size)) != 2
+                or not all(isinstance(v, (int, np.integer)) and v > 0 for v in input_size)
+            ):
+                raise ValueError(f"input_size: expected (height, width) positive ints, got {input_size!r}")
+            input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = input_size
+        self.labels = list(labels) if labels is not None else None
+        outputs = outputs or ("logits" if self.is_torch else "probabilities")
+        if outputs not in ("logits", "probabilities"):
+            raise ValueError(f"outputs: expected 'logits' or 'probabilities', got {outputs!r}")
+        self.outputs = outputs
+        if batch_size is None:
+            batch_size = "auto" if self.is_torch else 32
+        self._batch_request = _check_batch_size(batch_size)
+        self._batch_resolved: int | None = None if batch_size == "auto" else int(batch_size)
+        self.channels_last = bool(channels_last)
+        self.name = name or (type(fn).__name__ if self.is_torch else getattr(fn, "__name__", "callable"))
+        self._mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.n_evals = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        """The device inputs are composed on: the module's (first parameter's) device, else the CPU."""
+        if self.is_torch:
+            for p in self.fn.parameters():
+                return p.device
+            for b in self.fn.buffers():
+                return b.device
+        return torch.device("cpu")
+
+    @property
+    def differentiable(self) -> bool:
+        return self.is_torch
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.labels) if self.labels is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.name!r}, input_size={self.input_size}, outputs={self.outputs!r}, "
+            f"batch_size={self._batch_resolved or self._batch_request!r}, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------ labels and targets
+    def label(self, index: int) -> str:
+        if self.labels is not None and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return f"class {index}"
+
+    def class_index(self, target: int | str, num_classes: int | None = None) -> int:
+        """Turn a class number or name into a checked class number."""
+        n = num_classes if num_classes is not None else self.num_classes
+        if isinstance(target, str):
+            if target.strip().lstrip("-").isdigit():
+                target = int(target)
+            else:
+                if self.labels is None:
+                    raise ValueError(f"target {target!r}: this model has no class names; pass a class number")
+                wanted = target.strip().lower().replace("_", " ")
+                matches = [i for i, lab in enumerate(self.labels) if lab.lower() == wanted]
+                if not matches:
+                    near = [lab for lab in self.labels if wanted in lab.lower()][:5]
+                    hint = f"; did you mean one of {near}?" if near else ""
+                    raise ValueError(f"target {target!r}: no class of that name{hint}")
+                return matches[0]
+        if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
+            raise TypeError(f"target: expected a class number or name, got {type(target).__name__}")
+        target = int(target)
+        if target < 0 or (n is not None and target >= n):
+            raise ValueError(f"target {target} is out of range: the model has {n} classes (0..{(n or 1) - 1})")
+        return target
+
+    # ------------------------------------------------------------------ inputs
+    def prepare(self, image) -> tuple[np.ndarray, torch.Tensor]:
+        """Load ``image`` and return (the H x W x 3 original, the 3 x h x w model input on the device)."""
+        original = load_image(image)
+        small = resize(original, self.input_size) if self.input_size is not None else original
+        x = torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))).to(self.device)
+        return original, x
+
+    # ------------------------------------------------------------------ counting
+    @contextlib.contextmanager
+    def counting(self):
+        """Count the evaluations made by this thread inside the block: ``with m.counting() as c: ...; c[0]``."""
+        stack = getattr(self._local, "counters", None)
+        if stack is None:
+            stack = self._local.counters = []
+        counter = [0]
+        stack.append(counter)
+        try:
+            yield counter
+        finally:
+            stack.remove(counter)
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.n_evals += n
+        for c in getattr(self._local, "counters", ()):
+            c[0] += n
+
+    # ------------------------------------------------------------------ forward passes
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable raw outputs (logits for a torch module) of an N x C x H x W batch in [0, 1]."""
+        if not self.is_torch:
+            raise TypeError(
+                f"model {self.name!r} is a Python callable: this method needs gradients, which only a "
+                "torch.nn.Module provides"
+            )
+        self._count(x.shape[0])
+        z = x
+        if self._mean is not None:
+            z = (z - self._mean.to(z.device)) / self._std.to(z.device)
+        if self.channels_last and z.dim() == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
+        out = self.fn(z)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if out.dim() != 2:
+            raise ValueError(f"model {self.name!r} returned shape {tuple(out.shape)}; expected N x classes")
+        return out
+
+    def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(out.float(), dim=1) if self.outputs == "logits" else out.float()
+
+    def _call_batch(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_torch:
+            with torch.inference_mode():
+                return self.to_probabilities(self.forward(x))
+        self._count(x.shape[0])
+        batch = np.ascontiguousarray(x.detach().cpu().numpy().transpose(0, 2, 3, 1), dtype=np.float32)
+        out = self.fn(batch)
+        if isinstance(out, torch.Tensor):
+            out = out.detach().cpu().numpy()
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"model {self.name!r} returned shape {out.shape} for a batch of {x.shape[0]}; expected "
+                f"({x.shape[0]}, classes)"
+            )
+        return self.to_probabilities(torch.from_numpy(out))
+
+    def probabilities(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Class probabilities (N x classes, float32, on the CPU) of an N x C x H x W batch in [0, 1]."""
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        bs = batch_size or self.resolve_batch_size(x[:1])
+        outs = [self._call_batch(x[i : i + bs]) for i in range(0, x.shape[0], bs)]
+        probs = torch.cat(outs).detach().cpu()
+        if not torch.isfinite(probs).all():
+            raise ValueError(f"model {self.name!r} returned NaN or infinite scores")
+        return probs
+
+    def predict(self, image, k: int = 5) -> list[tuple[int, str, float]]:
+        """Top-``k`` classes of one image as (index, label, probability)."""
+        _, x = self.prepare(image)
+        p = self.probabilities(x, batch_size=1)[0]
+        top = torch.topk(p, min(k, p.numel()))
+        return [(int(i), self.label(int(i)), float(v)) for v, i in zip(top.values, top.indices)]
+
+    # ------------------------------------------------------------------ batching
+    @property
+    def batch_size(self) -> int | str:
+        return self._batch_resolved if self._batch_resolved is not None else self._batch_request
+
+    @batch_size.setter
+    def batch_size(self, value: int | str) -> None:
+        self._batch_request = _check_batch_size(value)
+        self._batch_resolved = None if value == "auto" else int(value)
+
+    def resolve_batch_size(self, sample: torch.Tensor | None = None) -> int:
+        """The batch size in force; ``"auto"`` is measured once, on the first call, on ``sample``'s shape."""
+        if self._batch_resolved is None:
+            if sample is None:
+                if self.input_size is None:
+                    return 16
+                sample = torch.rand(1, 3, *self.input_size, device=self.device)
+            self._batch_resolved, self.batch_timings = measure_batch_size(self, sample)
+        return self._batch_resolved
+
+
+def _check_batch_size(value) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"batch_size: expected a positive int or 'auto', got {value!r}")
+    return int(value)
+
+
+def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[int] = BATCH_CANDIDATES):
+    """Time a forward pass at each candidate size (after a warm-up) and return (fastest, {size: img/s})."""
+    timings: dict[int, float] = {}
+    base = sample[:1]
+    n_before = model.n_evals
+    saved = getattr(model._local, "counters", None)
+    model._local.counters = []  # calibration passes are not evaluations of any explanation
+    try:
+        for bs in candidates:
+            batch = base.expand(bs, *base.shape[1:]).clone()
+            model._call_batch(batch)  # warm-up: allocator and kernels
+            reps = 2 if bs < 16 else 1
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model._call_batch(batch)
+            timings[bs] = bs * reps / max(time.perf_counter() - t0, 1e-9)
+    finally:
+        model._local.counters = saved if saved is not None else []
+        with model._lock:
+            model.n_evals = n_before
+    best = max(timings, key=timings.get)
+    return best, timings
+
+
+def as_model(model) -> Model:
+    """Accept a :class:`Model`, a torch module or a callable (wrapped with default settings)."""
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, torch.nn.Module) or callable(model):
+        return Model(model)
+    raise TypeError(f"model: expected a unveil.Model, a torch.nn.Module or a callable, got {type(model).__name__}")

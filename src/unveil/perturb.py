@@ -1,0 +1,186 @@
+"""Baselines and the Perturber: the shared engine of every black-box method.
+
+A method decides *which* masks to try; the Perturber composes ``x' = baseline + m * (x - baseline)`` for a
+whole chunk of masks at once on the model's device (a gather of the mask vectors through the segment label
+map), evaluates chunk by chunk (never all perturbed images at once) and remembers the masks it has scored.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .images import load_image, resize
+
+__all__ = ["BASELINES", "make_baseline", "gaussian_blur", "Perturber"]
+
+#: named baselines; a user image (path, PIL or array) is accepted too.
+BASELINES = ("mean", "segment_mean", "gray", "zero", "blur")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a C x H x W (or N x C x H x W) tensor, edges reflected."""
+    if sigma <= 0:
+        return x.clone()
+    squeeze = x.dim() == 3
+    z = x.unsqueeze(0) if squeeze else x
+    radius = max(1, int(round(3 * sigma)))
+    radius = min(radius, z.shape[-1] - 1, z.shape[-2] - 1) if min(z.shape[-2:]) > 1 else 0
+    if radius == 0:
+        return x.clone()
+    t = torch.arange(-radius, radius + 1, dtype=z.dtype, device=z.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = z.shape[1]
+    z = torch.nn.functional.pad(z, (radius, radius, radius, radius), mode="reflect")
+    z = torch.nn.functional.conv2d(z, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    z = torch.nn.functional.conv2d(z, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return z[0] if squeeze else z
+
+
+def make_baseline(
+    x: torch.Tensor,
+    kind="mean",
+    labels: np.ndarray | torch.Tensor | None = None,
+    blur_sigma: float | None = None,
+) -> torch.Tensor:
+    """The C x H x W image that hidden features are set to.
+
+    ``kind``: ``"mean"`` (the image's mean colour), ``"segment_mean"`` (each segment's mean colour, the
+    ``lime`` package's default; needs ``labels``), ``"gray"`` (0.5), ``"zero"`` (black), ``"blur"``
+    (Gaussian, ``blur_sigma`` pixels, default 10 % of the shorter side), or an image (path, PIL, array;
+    resized to the input).
+    """
+    c, h, w = x.shape
+    if isinstance(kind, str):
+        if kind == "mean":
+            return x.mean(dim=(1, 2), keepdim=True).expand(c, h, w).clone()
+        if kind == "gray":
+            return torch.full_like(x, 0.5)
+        if kind == "zero":
+            return torch.zeros_like(x)
+        if kind == "blur":
+            sigma = blur_sigma if blur_sigma is not None else 0.1 * min(h, w)
+            return gaussian_blur(x, float(sigma))
+        if kind == "segment_mean":
+            if labels is None:
+                raise ValueError("baseline 'segment_mean' needs a segmentation")
+            lab = torch.as_tensor(np.asarray(labels), device=x.device).reshape(-1)
+            k = int(lab.max()) + 1
+            flat = x.reshape(c, -1)
+            sums = torch.zeros(c, k, dtype=x.dtype, device=x.device).index_add_(1, lab, flat)
+            counts = torch.bincount(lab, minlength=k).clamp_min(1).to(x.dtype)
+            return (sums / counts)[:, lab].reshape(c, h, w)
+        raise ValueError(f"baseline: unknown kind {kind!r}; choose one of {BASELINES} or pass an image")
+    if isinstance(kind, torch.Tensor) and kind.dim() == 3 and kind.shape[0] == c:
+        img = kind.detach().float().cpu().numpy().transpose(1, 2, 0)
+    else:
+        img = load_image(kind, name="baseline")
+    img = resize(img, (h, w))
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(x.device, x.dtype)
+
+
+class Perturber:
+    """Scores perturbed copies of one model input ``x`` (C x H x W, in [0, 1], on the model's device).
+
+    ``labels`` (H x W ints 0..K-1) turns feature masks (N x K) into pixel masks by a gather; pixel masks
+    (N x H x W) can be scored directly. Scores are class probabilities, N x classes, float32 numpy.
+    ``known`` pre-seeds the cache, e.g. with the all-ones mask's (the unperturbed input's) probabilities.
+    """
+
+    def __init__(
+        self,
+        model,
+        x: torch.Tensor,
+        baseline: torch.Tensor,
+        labels: np.ndarray | None = None,
+        *,
+        batch_size: int | None = None,
+        progress: bool = False,
+        desc: str = "evaluating",
+        unperturbed: np.ndarray | None = None,
+    ):
+        self.model = model
+        self.x = x
+        self.baseline = baseline.to(x.device, x.dtype)
+        self.diff = self.x - self.baseline
+        self.labels = None
+        self.n_features = None
+        if labels is not None:
+            self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=x.device)
+            self.n_features = int(self.labels.max()) + 1
+        self.batch_size = batch_size or model.resolve_batch_size(x.unsqueeze(0))
+        self.progress = progress
+        self.desc = desc
+        self._cache: dict[bytes, np.ndarray] = {}
+        if unperturbed is not None and self.n_features is not None:
+            self._cache[self._key(np.ones(self.n_features, dtype=np.float32))] = np.asarray(unperturbed, np.float32)
+        self.n_evals = 0
+
+    # ----------------------------------------------------------------- composition
+    def compose(self, pixel_masks: torch.Tensor) -> torch.Tensor:
+        """N x H x W (or N x 1|C x H x W) masks in [0, 1] -> N x C x H x W perturbed inputs."""
+        m = pixel_masks.to(self.x.device, self.x.dtype)
+        if m.dim() == 3:
+            m = m.unsqueeze(1)
+        return self.baseline + m * self.diff
+
+    def feature_to_pixel(self, masks: torch.Tensor) -> torch.Tensor:
+        """N x K feature masks -> N x H x W pixel masks (a gather through the label map)."""
+        if self.labels is None:
+            raise ValueError("this Perturber has no segmentation: pass pixel masks")
+        return masks.to(self.x.device, self.x.dtype)[:, self.labels]
+
+    def _evaluate(self, pixel_masks: torch.Tensor) -> np.ndarray:
+        probs = self.model.probabilities(self.compose(pixel_masks), batch_size=self.batch_size)
+        self.n_evals += pixel_masks.shape[0]
+        return probs.numpy()
+
+    def _bar(self, total: int | None):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=self.desc, unit="img", disable=(not self.progress) or None, leave=False)
+
+    # ----------------------------------------------------------------- scoring
+    @staticmethod
+    def _key(row: np.ndarray) -> bytes:
+        if row.dtype == np.bool_ or np.all((row == 0) | (row == 1)):
+            return b"b" + np.packbits(row.astype(bool)).tobytes()
+        return b"f" + np.ascontiguousarray(row, dtype=np.float32).tobytes()
+
+    def score_features(self, masks: np.ndarray) -> np.ndarray:
+        """Probabilities (N x classes) for N x K feature masks in [0, 1]; repeated masks are scored once."""
+        masks = np.asarray(masks, dtype=np.float32)
+        if masks.ndim != 2 or masks.shape[1] != self.n_features:
+            raise ValueError(f"feature masks: expected shape (N, {self.n_features}), got {masks.shape}")
+        keys = [self._key(r) for r in masks]
+        todo: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            if k not in self._cache and k not in todo:
+                todo[k] = i
+        if todo:
+            idx = np.fromiter(todo.values(), dtype=np.int64, count=len(todo))
+            with self._bar(len(idx)) as bar:
+                for s in range(0, len(idx), self.batch_size):
+                    chunk = idx[s : s + self.batch_size]
+                    m = torch.from_numpy(masks[chunk])
+                    probs = self._evaluate(self.feature_to_pixel(m))
+                    for j, p in zip(chunk, probs):
+                        self._cache[keys[j]] = p
+                    bar.update(len(chunk))
+        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+    def score_pixel_masks(self, chunks: Iterable[torch.Tensor], total: int | None = None) -> Iterator[np.ndarray]:
+        """Score an iterable of mask chunks (each n x H x W); yields n x classes probabilities per chunk.
+
+        Chunks are made lazily by the caller, so no more than one chunk of masks and perturbed images
+        exists at a time. Chunks larger than the batch size are split.
+        """
+        with self._bar(total) as bar:
+            for chunk in chunks:
+                for s in range(0, chunk.shape[0], self.batch_size):
+                    part = chunk[s : s + self.batch_size]
+                    yield self._evaluate(part)
+                    bar.update(part.shape[0])

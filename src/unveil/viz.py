@@ -1,0 +1,101 @@
+"""Pictures of explanations: overlays, segment boundaries, comparison grids. Matplotlib is imported here only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["overlay", "plot", "grid_figure", "figure_to_png"]
+
+
+def _symmetric_limit(m: np.ndarray) -> float:
+    lim = float(np.max(np.abs(m))) if m.size else 0.0
+    return lim if lim > 0 else 1.0
+
+
+def overlay(exp, alpha: float = 0.55, cmap: str = "bwr") -> np.ndarray:
+    """H x W x 3 float32: the (grayed) input blended with the map coloured symmetrically around zero."""
+    from matplotlib import colormaps
+
+    m = np.asarray(exp.map, dtype=np.float32)
+    lim = _symmetric_limit(m)
+    colours = colormaps[cmap]((m / lim + 1.0) / 2.0)[..., :3].astype(np.float32)
+    if exp.image is None:
+        return colours
+    base = np.asarray(exp.image, dtype=np.float32)
+    gray = base.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    weight = alpha * np.clip(np.abs(m) / lim, 0.0, 1.0)[..., None] ** 0.5
+    return np.clip((1 - weight) * (0.35 * gray + 0.65 * base) + weight * colours, 0.0, 1.0)
+
+
+def _draw(ax, exp, cmap: str = "bwr", boundaries: bool = True, title: str | None = None):
+    from matplotlib.colors import TwoSlopeNorm
+
+    m = np.asarray(exp.map, dtype=np.float32)
+    lim = _symmetric_limit(m)
+    if exp.image is not None:
+        base = np.asarray(exp.image)
+        ax.imshow(0.4 * base.mean(axis=2), cmap="gray", vmin=0, vmax=1)
+        if boundaries and exp.segments is not None:
+            from skimage.segmentation import find_boundaries
+
+            edge = find_boundaries(exp.segments, mode="inner")
+            rgba = np.zeros(edge.shape + (4,), np.float32)
+            rgba[edge] = (1.0, 1.0, 0.4, 0.5)
+            ax.imshow(rgba)
+    im = ax.imshow(m, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), alpha=0.6 if exp.image is not None else 1.0)
+    ax.set_axis_off()
+    ax.set_title(title or f"{exp.label} ({exp.score:.3f}) - {exp.method}", fontsize=9)
+    return im
+
+
+def plot(exp, path: str | Path | None = None, *, cmap: str = "bwr", boundaries: bool = True, dpi: int = 100):
+    """Figure with the input, the overlay and a colour bar; written to ``path`` (PNG) when given."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.4, 4.0), dpi=dpi)
+    ax0, ax1 = fig.subplots(1, 2)
+    if exp.image is not None:
+        ax0.imshow(np.asarray(exp.image))
+    ax0.set_axis_off()
+    ax0.set_title("input", fontsize=9)
+    im = _draw(ax1, exp, cmap=cmap, boundaries=boundaries)
+    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04, label="importance")
+    fig.suptitle(
+        f"{exp.method}: target {exp.target} '{exp.label}' p={exp.score:.3f}  "
+        f"({exp.n_evals} evals, {exp.seconds:.1f} s)",
+        fontsize=10,
+    )
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
+    return fig
+
+
+def grid_figure(explanations: Sequence, titles: Sequence[str] | None = None, cols: int = 4, size: float = 2.6):
+    """Several explanations side by side (one panel each)."""
+    from matplotlib.figure import Figure
+
+    n = max(1, len(explanations))
+    cols = min(cols, n)
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(size * cols, size * rows + 0.3))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    for i, ax in enumerate(axes):
+        if i < len(explanations):
+            _draw(ax, explanations[i], title=titles[i] if titles else None)
+        else:
+            ax.set_axis_off()
+    return fig
+
+
+def figure_to_png(fig, dpi: int = 100) -> bytes:
+    """PNG bytes of a matplotlib figure."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
