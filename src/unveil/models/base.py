@@ -21,7 +21,7 @@ from ..images import load_image, resize
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES"]
 
 #: batch sizes tried by ``batch_size="auto"`` (the fastest per image is kept).
-BATCH_CANDIDATES = (1, 4, 16, 32, 64)
+BATCH_CANDIDATES = (1, 4, 8, 16, 32)
 
 
 class Model:
@@ -274,7 +274,7 @@ def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[
         for bs in candidates:
             batch = base.expand(bs, *base.shape[1:]).clone()
             model._call_batch(batch)  # warm-up: allocator and kernels
-            reps = 2 if bs < 16 else 1
+            reps = max(1, 32 // bs)  # about 32 timed images per size
             t0 = time.perf_counter()
             for _ in range(reps):
                 model._call_batch(batch)

@@ -1,0 +1,187 @@
+"""The ``unveil`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _batch_size(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}")
+    return value
+
+
+def _target(text: str):
+    return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
+def _option(text: str):
+    """KEY=VALUE; VALUE is read as JSON when it parses (numbers, true/false, lists), else kept as text."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def method_options(method: str, args) -> dict:
+    """The options given on the command line that ``method`` takes (--samples maps to LIME's n_samples)."""
+    from .methods.registry import get_method
+
+    known = get_method(method).options
+    options = {k: v for k, v in (args.option or []) if k in known}
+    if getattr(args, "samples", None) is not None and "n_samples" in known:
+        options["n_samples"] = args.samples
+    return options
+
+
+def check_options(methods, args) -> None:
+    """Every --option must belong to at least one of the chosen methods."""
+    from .methods.registry import get_method
+
+    for key, _ in args.option or []:
+        if not any(key in get_method(m).options for m in methods):
+            raise ValueError(f"--option {key}: none of the methods {', '.join(methods)} has this option")
+
+
+def _method_list(text: str) -> list[str]:
+    from .methods.registry import method_names
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    known = method_names()
+    bad = [m for m in names if m not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {', '.join(bad) or '(empty)'}; available: {', '.join(known)}"
+        )
+    return names
+
+
+def load_cli_model(spec: str, batch_size="auto"):
+    """``default`` (the embedded model) or a TorchScript file (.pt/.pth) taking normalized ImageNet input."""
+    from . import load_model
+
+    if spec in ("default", "efficientnet-lite0"):
+        return load_model(batch_size=batch_size)
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"--model: {spec!r} is neither 'default' nor an existing TorchScript file")
+    import torch
+
+    from .models import Model, imagenet_labels
+    from .models.default import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as err:  # torch raises many kinds here
+        raise ValueError(f"--model: cannot load {path} as TorchScript ({err})") from None
+    return Model(module, input_size=INPUT_SIZE, labels=imagenet_labels(), mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD, batch_size=batch_size, name=path.stem)
+
+
+def _print_top(model, path: str, image) -> None:
+    print(f"{path}:")
+    for idx, label, p in model.predict(image, k=5):
+        print(f"  {idx:4d}  {label:<28s} {p:.4f}")
+
+
+def cmd_explain(args) -> int:
+    from . import explain
+    from .images import load_image
+    from .methods.registry import get_method
+
+    check_options(args.method, args)
+    model = load_cli_model(args.model, args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for path in args.images:  # check every input first: a bad file fails before any long work
+        images.append((path, load_image(path)))
+    for path, image in images:
+        _print_top(model, path, image)
+        stem = Path(path).stem
+        for method in args.method:
+            budget = args.budget if get_method(method).uses_budget else None
+            exp = explain(model, image, method=method, target=args.target, seed=args.seed, budget=budget,
+                          progress=not args.no_progress, **method_options(method, args))
+            base = out / f"{stem}_{method}"
+            exp.plot(base.with_suffix(".png"))
+            exp.save(base.with_suffix(".npz"))
+            print(
+                f"  {method}: target {exp.target} '{exp.label}' p={exp.score:.4f}, {exp.n_evals} evals, "
+                f"{exp.seconds:.1f} s -> {base}.png/.npz/.json"
+            )
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .methods.registry import method_specs
+
+    specs = method_specs()
+    if args.json:
+        print(json.dumps([
+            {"name": s.name, "family": s.family, "needs_gradients": s.needs_gradients,
+             "description": s.description, "options": {k: repr(v) for k, v in s.options.items()}}
+            for s in specs
+        ], indent=2))
+        return 0
+    width = max(len(s.name) for s in specs)
+    for s in specs:
+        print(f"{s.name:<{width}}  {s.family:<12s} {s.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unveil", description="Explain why a neural network made a prediction.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("explain", help="explain images; writes PNG + .npz + .json per image and method")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--method", type=_method_list, default=["lime"], help="method or comma-separated methods (default lime)")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0) or a TorchScript file")
+    p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
+    p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
+    p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
+    p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
+                   help="a method option, e.g. -o n_features=30 -o surrogate=tree (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
+    p.add_argument("--out", default="results", help="output folder (default results/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("methods", help="list the registered methods")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .tuning import tune_cpu
+
+    tune_cpu()  # the command owns its process: take the fast allocator path
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as err:
+        print(f"unveil: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Exact answers: LIME recovers a model linear in the segment indicators; occlusion of a linear model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import unveil
+from unveil.segmentation import grid
+
+
+def segment_linear_model(coef: np.ndarray, labels: np.ndarray, bias: float = 0.1):
+    """score(x) = bias + sum_k coef_k * mean of x over segment k (channel 0); with a white image and a zero
+    baseline, the score of mask m is exactly bias + coef . m."""
+    k = len(coef)
+    counts = np.bincount(labels.reshape(-1), minlength=k)
+
+    def fn(batch):
+        flat = batch[..., 0].reshape(len(batch), -1)
+        seg_means = np.stack([np.bincount(labels.reshape(-1), weights=row, minlength=k) for row in flat]) / counts
+        s = bias + seg_means @ coef
+        return np.stack([s, 1 - s], axis=1)
+
+    return unveil.Model(fn, input_size=labels.shape, outputs="probabilities", batch_size=50)
+
+
+@pytest.mark.parametrize("selection", ["all", "forward", "highest_weights"])
+def test_lime_recovers_linear_coefficients(selection):
+    labels = grid(24, 24, 9)
+    coef = np.array([0.30, -0.10, 0.05, 0.20, 0.0, -0.25, 0.12, 0.07, 0.15])
+    model = segment_linear_model(coef, labels)
+    image = np.ones((24, 24, 3), np.float32)
+    exp = unveil.explain(model, image, method="lime", target=0, seed=1, n_samples=300, segmentation=labels,
+                         baseline="zero", alpha=1e-6, selection=selection, n_select=9, progress=False)
+    np.testing.assert_allclose(exp.weights, coef, atol=1e-4)
+    assert exp.extras["r2"] == pytest.approx(1.0, abs=1e-6)
+    assert exp.extras["intercept"] == pytest.approx(0.1, abs=1e-4)
+    # the map paints each segment with its coefficient
+    np.testing.assert_allclose(exp.map, coef[labels], atol=1e-4)
+
+
+def test_lime_forward_selection_picks_the_largest_effects():
+    labels = grid(24, 24, 9)
+    coef = np.array([0.30, -0.01, 0.02, 0.20, 0.0, -0.25, 0.01, 0.02, 0.01])
+    model = segment_linear_model(coef, labels)
+    exp = unveil.explain(model, np.ones((24, 24, 3), np.float32), method="lime", target=0, seed=0,
+                         n_samples=400, segmentation=labels, baseline="zero", alpha=1e-6,
+                         selection="forward", n_select=3, progress=False)
+    assert set(exp.extras["selected"]) == {0, 3, 5}
+    assert set(np.flatnonzero(exp.weights)) == {0, 3, 5}
+
+
+def test_lime_tree_surrogate_ranks_the_dominant_segment_first():
+    labels = grid(24, 24, 4)
+    coef = np.array([0.6, 0.05, 0.0, 0.1])
+    model = segment_linear_model(coef, labels)
+    exp = unveil.explain(model, np.ones((24, 24, 3), np.float32), method="lime", target=0, seed=0,
+                         n_samples=200, segmentation=labels, baseline="zero", surrogate="tree", progress=False)
+    assert int(np.argmax(exp.weights)) == 0
+    assert exp.weights.sum() == pytest.approx(1.0)  # importances of a fitted tree sum to one
+    assert np.all(exp.weights >= 0)
+
+
+def test_lime_grid_bicubic_map_keeps_cell_values_at_cell_centres():
+    labels = grid(24, 24, 4)  # 2 x 2 cells of 12 px
+    coef = np.array([0.4, 0.0, 0.0, -0.2])
+    model = segment_linear_model(coef, labels)
+    kw = dict(method="lime", target=0, seed=0, n_samples=100, segmentation="grid", n_features=4,
+              baseline="zero", alpha=1e-6, progress=False)
+    smooth = unveil.explain(model, np.ones((24, 24, 3), np.float32), upsample="bicubic", **kw)
+    blocky = unveil.explain(model, np.ones((24, 24, 3), np.float32), upsample="nearest", **kw)
+    np.testing.assert_allclose(blocky.map, coef[labels], atol=1e-4)
+    assert smooth.map[0, 0] == pytest.approx(0.4, abs=0.02)
+    assert len(np.unique(np.round(smooth.map, 4))) > 4  # interpolated, not blocks
+
+
+class PixelLinear(torch.nn.Module):
+    """logit_0 = sum(w * x), logit_1 = 0: with outputs='probabilities' the score is the linear form itself."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.as_tensor(w, dtype=torch.float32))
+
+    def forward(self, x):
+        s = (x * self.w).flatten(1).sum(1)
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def test_occlusion_of_a_linear_model_equals_the_analytic_drop():
+    rng = np.random.default_rng(0)
+    h = w = 12
+    weights = rng.normal(size=(3, h, w)) * 0.01
+    image = rng.random((h, w, 3)).astype(np.float32)
+    model = unveil.Model(PixelLinear(weights), input_size=(h, w), outputs="probabilities", batch_size=8)
+    window, stride = 4, 2
+    exp = unveil.explain(model, image, method="occlusion", target=0, window=window, stride=stride,
+                         baseline="zero", progress=False)
+    contrib = (weights * image.transpose(2, 0, 1)).sum(0)  # each pixel's part of the score
+    starts = list(range(0, h - window + 1, stride))
+    total, count = np.zeros((h, w)), np.zeros((h, w))
+    drops = []
+    for y in starts:
+        for x in starts:
+            d = contrib[y:y + window, x:x + window].sum()  # removing a window removes exactly its pixels' terms
+            drops.append(d)
+            total[y:y + window, x:x + window] += d
+            count[y:y + window, x:x + window] += 1
+    np.testing.assert_allclose(exp.extras["drops"], drops, atol=1e-5)
+    np.testing.assert_allclose(exp.map, total / count, atol=1e-5)
+
+
+def test_occlusion_with_one_pixel_windows_is_gradient_times_input():
+    rng = np.random.default_rng(1)
+    weights = rng.normal(size=(3, 8, 8)) * 0.01
+    image = rng.random((8, 8, 3)).astype(np.float32)
+    model = unveil.Model(PixelLinear(weights), input_size=(8, 8), outputs="probabilities")
+    exp = unveil.explain(model, image, method="occlusion", target=0, window=1, stride=1, baseline="zero",
+                         progress=False)
+    np.testing.assert_allclose(exp.map, (weights * image.transpose(2, 0, 1)).sum(0), atol=1e-6)
+    assert exp.n_evals == 1 + 64
+
+
+def test_occlusion_budget_grows_the_stride():
+    model = unveil.Model(PixelLinear(np.ones((3, 32, 32)) * 1e-3), input_size=(32, 32), outputs="probabilities")
+    img = np.full((32, 32, 3), 0.5, np.float32)
+    free = unveil.explain(model, img, method="occlusion", target=0, window=8, stride=2, progress=False)
+    capped = unveil.explain(model, img, method="occlusion", target=0, window=8, stride=2, budget=30, progress=False)
+    assert free.n_evals == 1 + 13 * 13
+    assert capped.n_evals <= 30 and capped.extras["stride"] > 2
