@@ -72,23 +72,27 @@ def _method_list(text: str) -> list[str]:
 
 
 def load_cli_model(spec: str, batch_size="auto"):
-    """``default`` (the embedded model) or a TorchScript file (.pt/.pth) taking normalized ImageNet input."""
+    """``default`` (the embedded model), or a saved ImageNet classifier taking normalized 224 x 224 input:
+    a ``torch.export`` program (.pt2, exported with a dynamic batch dimension) or a TorchScript file."""
     from . import load_model
 
     if spec in ("default", "efficientnet-lite0"):
         return load_model(batch_size=batch_size)
     path = Path(spec)
-    if not path.exists():
-        raise ValueError(f"--model: {spec!r} is neither 'default' nor an existing TorchScript file")
+    if not path.is_file():
+        raise ValueError(f"--model: {spec!r} is neither 'default' nor an existing model file (.pt2 or TorchScript)")
     import torch
 
     from .models import Model, imagenet_labels
     from .models.default import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        if path.suffix == ".pt2":
+            module = torch.export.load(str(path)).module()
+        else:
+            module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as err:  # torch raises many kinds here
-        raise ValueError(f"--model: cannot load {path} as TorchScript ({err})") from None
+        raise ValueError(f"--model: cannot load {path} ({type(err).__name__}: {err})") from None
     return Model(module, input_size=INPUT_SIZE, labels=imagenet_labels(), mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, batch_size=batch_size, name=path.stem)
 
@@ -152,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain images; writes PNG + .npz + .json per image and method")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--method", type=_method_list, default=["lime"], help="method or comma-separated methods (default lime)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0) or a TorchScript file")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), or a .pt2 (torch.export) or TorchScript file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
     p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")

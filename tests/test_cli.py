@@ -1,0 +1,108 @@
+"""The unveil command, in-process, on a small exported (.pt2) model (and once on the real model, marked slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unveil.cli import main
+
+
+class Small1000(torch.nn.Module):
+    """224 x 224 -> 1000 logits, cheap: a strided conv, pooling and a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 16, stride=16)
+        self.fc = torch.nn.Linear(4 * 14 * 14, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    path = tmp_path / "small.pt2"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(Small1000().eval(), (torch.rand(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return str(path)
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_methods_lists_every_registered_method(capsys):
+    import unveil
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in unveil.methods():
+        assert name in out
+    assert main(["methods", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in listed] == unveil.methods()
+
+
+def test_explain_writes_png_npz_json_per_image_and_method(tmp_path, scripted, photo, capsys):
+    out = tmp_path / "res"
+    rc = main(["explain", photo, photo, "--model", scripted, "--method", "lime,occlusion", "--samples", "30",
+               "-o", "n_features=30", "-o", "segmentation=grid", "--target", "7", "--out", str(out), "--no-progress", "--batch-size", "8"])
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["photo_lime.json", "photo_lime.npz", "photo_lime.png",
+                     "photo_occlusion.json", "photo_occlusion.npz", "photo_occlusion.png"]
+    meta = json.loads((out / "photo_lime.json").read_text())
+    assert meta["target"] == 7 and meta["n_evals"] == 30 and meta["params"]["n_features"] == 30
+    text = capsys.readouterr().out
+    assert text.count("photo.png:") == 2 and "lime: target 7" in text
+
+
+def test_budget_flag_caps_evaluations(tmp_path, scripted, photo):
+    out = tmp_path / "b"
+    assert main(["explain", photo, "--model", scripted, "--method", "occlusion", "--budget", "12",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "photo_occlusion.json").read_text())["n_evals"] <= 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "missing.jpg"], "not found"),
+    (["explain", "{photo}", "--model", "nonexistent.pt"], "neither 'default' nor"),
+    (["explain", "{photo}", "--model", "{scripted}", "-o", "bogus=1"], "--option bogus"),
+    (["explain", "{photo}", "--model", "{scripted}", "--target", "5000"], "out of range"),
+])
+def test_errors_are_one_clear_line(args, message, photo, scripted, capsys):
+    args = [a.format(photo=photo, scripted=scripted) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unveil: error:") and message in err
+
+
+def test_unknown_method_is_rejected_by_the_parser(photo, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["explain", photo, "--method", "lime,nope"])
+    assert info.value.code == 2
+    assert "unknown method nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_explain_on_the_default_model(tmp_path, capsys):
+    path = "../shared/data/photos/cat.jpg"
+    import os
+
+    if not os.path.exists(path):
+        pytest.skip("shared data not present")
+    assert main(["explain", path, "--method", "occlusion", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "tabby" in out or "Egyptian cat" in out or "tiger cat" in out
+    assert (tmp_path / "cat_occlusion.png").exists()

@@ -1,0 +1,278 @@
+"""Perturber, baselines, segmentation, Explanation and the model adapter against hand-computed answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import unveil
+from unveil.perturb import Perturber, gaussian_blur, make_baseline
+from unveil.segmentation import grid, grid_shape, segment, upsample_labels
+
+
+# ----------------------------------------------------------------------------- perturber
+class Recorder:
+    """A callable model that records every image it sees and scores it by its mean."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, batch):
+        self.seen.append(batch.copy())
+        s = batch.mean(axis=(1, 2, 3))
+        return np.stack([s, 1 - s], 1)
+
+
+def test_composition_is_baseline_plus_mask_times_difference():
+    rec = Recorder()
+    model = unveil.Model(rec, input_size=(4, 4), batch_size=3)
+    x = torch.rand(3, 4, 4)
+    b = torch.rand(3, 4, 4)
+    labels = np.repeat(np.arange(4), 4).reshape(4, 4)  # one label per row
+    p = Perturber(model, x, b, labels, batch_size=3)
+    masks = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1], [0.5, 0, 0, 1]], np.float32)
+    p.score_features(masks)
+    seen = np.concatenate(rec.seen)
+    for m, img in zip(masks, seen):
+        pix = m[labels][None]
+        expected = (b + torch.from_numpy(pix) * (x - b)).numpy().transpose(1, 2, 0)
+        np.testing.assert_allclose(img, expected, atol=1e-6)
+    assert [len(s) for s in rec.seen] == [3, 1]  # chunks of the batch size
+
+
+def test_repeated_masks_are_scored_once():
+    rec = Recorder()
+    model = unveil.Model(rec, input_size=(4, 4), batch_size=8)
+    p = Perturber(model, torch.rand(3, 4, 4), torch.zeros(3, 4, 4), np.arange(16).reshape(4, 4) % 2)
+    masks = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]])
+    out = p.score_features(masks)
+    assert p.n_evals == 2 and sum(len(s) for s in rec.seen) == 2
+    np.testing.assert_array_equal(out[0], out[2])
+    p.score_features(masks[:2])
+    assert p.n_evals == 2  # remembered across calls
+
+
+def test_unperturbed_probabilities_seed_the_cache():
+    rec = Recorder()
+    model = unveil.Model(rec, input_size=(4, 4))
+    known = np.array([0.25, 0.75], np.float32)
+    p = Perturber(model, torch.rand(3, 4, 4), torch.zeros(3, 4, 4), np.zeros((4, 4), int), unperturbed=known)
+    np.testing.assert_array_equal(p.score_features(np.ones((1, 1)))[0], known)
+    assert p.n_evals == 0
+
+
+def test_pixel_mask_chunks_are_consumed_lazily():
+    rec = Recorder()
+    model = unveil.Model(rec, input_size=(4, 4), batch_size=2)
+    p = Perturber(model, torch.rand(3, 4, 4), torch.zeros(3, 4, 4))
+    made = []
+
+    def chunks():
+        for i in range(3):
+            made.append(i)
+            yield torch.ones(2, 4, 4) * (i / 2)
+
+    it = p.score_pixel_masks(chunks(), total=6)
+    next(it)
+    assert made == [0]  # the second chunk is not built before the first is scored
+    rest = list(it)
+    assert len(rest) == 2 and p.n_evals == 6
+
+
+def test_baselines():
+    x = torch.rand(3, 6, 8)
+    np.testing.assert_allclose(make_baseline(x, "mean")[:, 0, 0], x.mean(dim=(1, 2)), atol=1e-6)
+    assert torch.all(make_baseline(x, "gray") == 0.5) and torch.all(make_baseline(x, "zero") == 0)
+    labels = np.zeros((6, 8), int)
+    labels[:, 4:] = 1
+    sm = make_baseline(x, "segment_mean", labels)
+    np.testing.assert_allclose(sm[:, 0, 0], x[:, :, :4].mean(dim=(1, 2)), atol=1e-6)
+    np.testing.assert_allclose(sm[:, 5, 7], x[:, :, 4:].mean(dim=(1, 2)), atol=1e-6)
+    user = make_baseline(x, np.full((3, 3, 3), 0.25, np.float32))
+    assert user.shape == x.shape and torch.allclose(user, torch.tensor(0.25))
+    with pytest.raises(ValueError, match="segment_mean"):
+        make_baseline(x, "segment_mean")
+
+
+def test_blur_matches_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    x = torch.rand(1, 20, 20)
+    ours = gaussian_blur(x, 2.0)[0].numpy()
+    ref = gaussian_filter(x[0].numpy().astype(np.float64), 2.0, mode="mirror", truncate=3.0)
+    np.testing.assert_allclose(ours, ref, atol=2e-3)
+    # a constant image stays constant
+    assert torch.allclose(gaussian_blur(torch.full((3, 9, 9), 0.3), 3.0), torch.tensor(0.3))
+
+
+# ----------------------------------------------------------------------------- segmentation
+@pytest.mark.parametrize("h, w, n", [(224, 224, 49), (224, 224, 50), (40, 48, 16), (10, 300, 12)])
+def test_grid_has_about_n_cells(h, w, n):
+    labels = grid(h, w, n)
+    rows, cols = grid_shape(h, w, n)
+    assert labels.max() + 1 == rows * cols
+    assert abs(rows * cols - n) <= max(rows, cols)
+    sizes = np.bincount(labels.reshape(-1))
+    assert sizes.max() - sizes.min() <= max(h // rows, w // cols) + 1  # nearly equal cells
+
+
+@pytest.mark.parametrize("method", ["slic", "quickshift", "felzenszwalb"])
+def test_superpixels_are_consecutive_and_seeded(method):
+    import skimage.data
+    from skimage.transform import resize
+
+    img = resize(skimage.data.chelsea(), (64, 80), anti_aliasing=True).astype(np.float32)
+    a = segment(img, method, n_features=30, seed=1)
+    b = segment(img, method, n_features=30, seed=1)
+    np.testing.assert_array_equal(a, b)
+    k = a.max() + 1
+    assert set(np.unique(a)) == set(range(k)) and 5 <= k <= 400
+
+
+def test_slic_gives_about_n_features():
+    import skimage.data
+    from skimage.transform import resize
+
+    img = resize(skimage.data.chelsea(), (224, 224), anti_aliasing=True).astype(np.float32)
+    k = segment(img, "slic", n_features=50).max() + 1
+    assert 25 <= k <= 75
+
+
+def test_upsample_labels_nearest():
+    lab = np.array([[0, 1], [2, 3]])
+    np.testing.assert_array_equal(upsample_labels(lab, (4, 4)), np.kron(lab, np.ones((2, 2), int)))
+
+
+# ----------------------------------------------------------------------------- explanation
+def test_save_load_round_trip_and_top_mask(tmp_path, tiny, image):
+    exp = unveil.explain(tiny, image, method="lime", n_samples=40, n_features=12, seed=5, progress=False)
+    path = exp.save(tmp_path / "e.npz")
+    meta = json.loads((tmp_path / "e.json").read_text())
+    assert meta["method"] == "lime" and meta["seed"] == 5 and meta["n_evals"] == exp.n_evals
+    back = unveil.Explanation.load(path)
+    np.testing.assert_array_equal(back.map, exp.map)
+    np.testing.assert_array_equal(back.segments, exp.segments)
+    np.testing.assert_array_equal(back.image, exp.image)
+    assert back.target == exp.target and back.params == exp.params and back.extras["r2"] == exp.extras["r2"]
+    top2 = exp.top_mask(2)
+    best = np.argsort(-exp.weights)[:2]
+    np.testing.assert_array_equal(top2, np.isin(exp.segments, best))
+    assert exp.top_mask(0).sum() == 0
+    frac = exp.top_mask(fraction=0.25)
+    assert frac.sum() == round(0.25 * exp.map.size)
+    assert exp.map[frac].min() >= exp.map[~frac].max()
+
+
+def test_top_mask_errors(tiny, image):
+    exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
+    with pytest.raises(ValueError, match="fraction"):
+        exp.top_mask(3)
+    with pytest.raises(ValueError, match="exactly one"):
+        exp.top_mask()
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        unveil.Explanation.load(tmp_path / "missing.npz")
+
+
+def test_plot_writes_a_png(tmp_path, tiny, image):
+    exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
+    path = tmp_path / "o.png"
+    exp.plot(path)
+    from PIL import Image
+
+    with Image.open(path) as img:
+        assert img.size[0] > 200
+    ov = exp.overlay()
+    assert ov.shape == image.shape and 0 <= ov.min() and ov.max() <= 1
+
+
+def test_explanation_is_frozen(tiny, image):
+    exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
+    with pytest.raises(Exception):
+        exp.target = 3
+
+
+# ----------------------------------------------------------------------------- model adapter
+def test_counting_and_auto_batch_size(image):
+    from conftest import TinyNet
+
+    model = unveil.Model(TinyNet(), input_size=(32, 32), batch_size="auto")
+    with model.counting() as c:
+        exp = unveil.explain(model, image, method="occlusion", window=8, progress=False)
+    assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings
+    assert c[0] == exp.n_evals == model.n_evals  # calibration passes are not counted
+
+
+def test_logits_become_probabilities(tiny, image):
+    _, x = tiny.prepare(image)
+    p = tiny.probabilities(x)
+    with torch.no_grad():
+        logits = tiny.fn(x[None])
+    torch.testing.assert_close(p, torch.softmax(logits, 1))
+
+
+# ----------------------------------------------------------------------------- the real model
+@pytest.mark.slow
+@pytest.mark.parametrize("name, index, label", [("chelsea", 285, "Egyptian cat"), ("coffee", 967, "espresso")])
+def test_default_model_predicts_known_classes(default_model, name, index, label):
+    import skimage.data
+
+    top = default_model.predict(getattr(skimage.data, name)(), k=1)[0]
+    assert top[0] == index and top[1] == label
+
+
+@pytest.mark.slow
+def test_channels_last_gives_the_same_probabilities():
+    import skimage.data
+
+    a = unveil.load_model(channels_last=True, batch_size=2)
+    b = unveil.load_model(channels_last=False, batch_size=2)
+    _, x = a.prepare(skimage.data.coffee())
+    x2 = torch.stack([x, x.flip(2)])
+    torch.testing.assert_close(a.probabilities(x2), b.probabilities(x2), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_tune_cpu_leaves_results_unchanged(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, skimage.data, unveil\n"
+        "if sys.argv[1] == '1': assert unveil.tune_cpu()\n"
+        "m = unveil.load_model(batch_size=4)\n"
+        "e = unveil.explain(m, skimage.data.chelsea(), method='occlusion', window=56, stride=56, progress=False)\n"
+        "np.save(sys.argv[2], e.map)\n"
+    )
+    outs = []
+    for flag in ("0", "1"):
+        out = tmp_path / f"m{flag}.npy"
+        subprocess.run([sys.executable, "-c", script, flag, str(out)], check=True, timeout=300)
+        outs.append(np.load(out))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.slow
+def test_lime_on_the_real_model_finds_the_cat(default_model):
+    import skimage.data
+
+    exp = unveil.explain(default_model, skimage.data.chelsea(), method="lime", n_samples=300, seed=0,
+                         progress=False)
+    assert exp.target == 285 and exp.n_evals == 300
+    assert exp.extras["r2"] > 0.3
+    # hiding the 5 segments LIME ranks highest costs far more score than hiding the 5 it ranks lowest
+    _, x = default_model.prepare(skimage.data.chelsea())
+    labels = segment(x.numpy().transpose(1, 2, 0), "slic", 50, seed=0)
+    np.testing.assert_array_equal(upsample_labels(labels, exp.segments.shape), exp.segments)
+    order = np.argsort(-exp.weights)
+    masks = np.ones((2, len(exp.weights)))
+    masks[0, order[:5]] = 0
+    masks[1, order[-5:]] = 0
+    p = Perturber(default_model, x, make_baseline(x, "segment_mean", labels), labels)
+    top_hidden, bottom_hidden = p.score_features(masks)[:, 285]
+    assert top_hidden < 0.75 * exp.score and bottom_hidden > exp.score and top_hidden < bottom_hidden - 0.2

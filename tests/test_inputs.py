@@ -1,0 +1,208 @@
+"""Odd but valid input is converted by the documented rule; bad input gets a clear error naming the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import unveil
+from unveil.images import load_image
+
+
+# ----------------------------------------------------------------------------- valid, odd input
+def test_uint8_rgb_is_divided_by_255():
+    arr = np.array([[[0, 128, 255]]], np.uint8)
+    np.testing.assert_allclose(load_image(arr), [[[0.0, 128 / 255, 1.0]]])
+
+
+def test_grayscale_is_repeated_to_three_channels():
+    arr = np.array([[0, 255], [51, 102]], np.uint8)
+    out = load_image(arr)
+    assert out.shape == (2, 2, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out[..., 0], out[..., 2])
+    assert out[1, 0, 1] == pytest.approx(0.2)
+
+
+def test_rgba_is_composited_onto_white():
+    arr = np.array([[[255, 0, 0, 255], [255, 0, 0, 0], [0, 0, 255, 51]]], np.uint8)
+    out = load_image(arr)
+    np.testing.assert_allclose(out[0, 0], [1, 0, 0])  # opaque red stays red
+    np.testing.assert_allclose(out[0, 1], [1, 1, 1])  # fully transparent becomes white
+    np.testing.assert_allclose(out[0, 2], [0.8, 0.8, 1.0], atol=1e-6)  # 20 % blue over white
+
+
+def test_16bit_png_file_is_divided_by_65535(tmp_path):
+    arr = np.array([[0, 65535], [32768, 1000]], np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(arr).save(path)
+    out = load_image(path)
+    np.testing.assert_allclose(out[..., 0], arr / 65535.0, atol=1e-6)
+
+
+def test_16bit_array_and_bool_and_float():
+    np.testing.assert_allclose(load_image(np.full((2, 2), 65535, np.uint16)), 1.0)
+    np.testing.assert_allclose(load_image(np.eye(2, dtype=bool))[..., 0], np.eye(2))
+    f = np.random.default_rng(0).random((3, 4, 3))
+    np.testing.assert_allclose(load_image(f), f.astype(np.float32))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "1", "CMYK"])
+def test_pil_modes_become_rgb(mode):
+    img = Image.new("RGB", (5, 4), (10, 200, 30)).convert(mode)
+    out = load_image(img)
+    assert out.shape == (4, 5, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() <= out.max() <= 1.0
+
+
+def test_palette_with_transparency_and_la_composite_white():
+    la = Image.fromarray(np.array([[[0, 0]]], np.uint8), mode="LA")
+    np.testing.assert_allclose(load_image(la), 1.0)
+
+
+def test_tiny_and_non_square_images_are_explained_at_their_own_size(tiny):
+    for shape in [(1, 1, 3), (3, 200, 3)]:
+        img = np.random.default_rng(1).random(shape).astype(np.float32)
+        exp = unveil.explain(tiny, img, method="occlusion", window=8, progress=False)
+        assert exp.map.shape == shape[:2]
+
+
+def test_callable_model_without_input_size_uses_image_size():
+    seen = []
+
+    def fn(batch):
+        seen.append(batch.shape)
+        s = batch.mean(axis=(1, 2, 3))
+        return np.stack([s, 1 - s], 1)
+
+    img = np.random.default_rng(0).random((9, 11, 3)).astype(np.float32)
+    exp = unveil.explain(fn, img, method="occlusion", window=3, target=0, progress=False)
+    assert exp.map.shape == (9, 11)
+    assert seen[0][1:] == (9, 11, 3)
+
+
+# ----------------------------------------------------------------------------- bad files
+def test_missing_file(tiny):
+    with pytest.raises(ValueError, match="not found: .*nope.png"):
+        unveil.explain(tiny, "nope.png", method="occlusion")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.*empty.jpg"):
+        load_image(p)
+
+
+def test_non_image_file(tmp_path):
+    p = tmp_path / "notes.png"
+    p.write_text("this is text, not a picture")
+    with pytest.raises(ValueError, match="not a readable image file: .*notes.png"):
+        load_image(p)
+
+
+def test_truncated_file(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
+    bad = tmp_path / "cut.png"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match="cut.png"):
+        load_image(bad)
+
+
+def test_directory(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        load_image(tmp_path)
+
+
+# ----------------------------------------------------------------------------- bad arrays
+@pytest.mark.parametrize(
+    "arr, match",
+    [
+        (np.zeros((4, 4, 5), np.uint8), "C in 1..4"),
+        (np.zeros((2, 2, 2, 3), np.uint8), "shape"),
+        (np.zeros((0, 4, 3), np.uint8), "empty"),
+        (np.full((2, 2, 3), np.nan, np.float32), "NaN"),
+        (np.full((2, 2, 3), 255.0), r"\[0, 1\]"),
+        (np.zeros((2, 2, 3), np.int32), "dtype int32"),
+    ],
+)
+def test_bad_arrays(arr, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        load_image(arr)
+
+
+def test_wrong_type():
+    with pytest.raises(TypeError, match="expected a file path"):
+        load_image(3.5)
+
+
+# ----------------------------------------------------------------------------- bad arguments
+def test_unknown_method_lists_the_available(tiny, image):
+    with pytest.raises(ValueError, match="unknown method 'nope'.*lime"):
+        unveil.explain(tiny, image, method="nope")
+
+
+@pytest.mark.parametrize("target, exc, match", [
+    (10, ValueError, "out of range.*10 classes"),
+    (-1, ValueError, "out of range"),
+    ("giraffe", ValueError, "no class of that name"),
+    (2.5, TypeError, "class number or name"),
+])
+def test_bad_targets(tiny, image, target, exc, match):
+    with pytest.raises(exc, match=match):
+        unveil.explain(tiny, image, method="occlusion", target=target)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"seed": -1}, "seed"),
+    ({"budget": 1}, "budget"),
+    ({"budget": 2.5}, "budget"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"n_samples": 1}, "n_samples"),
+    ({"surrogate": "forest"}, "surrogate"),
+    ({"segmentation": "watershed"}, "segmentation"),
+    ({"baseline": "purple"}, "baseline"),
+    ({"selection": "magic"}, "selection"),
+    ({"n_features": 0}, "n_features"),
+    ({"segmentation": np.zeros((3, 3, 3), int)}, "2-D"),
+])
+def test_bad_lime_options(tiny, image, kw, match):
+    with pytest.raises(ValueError, match=match):
+        unveil.explain(tiny, image, method="lime", progress=False, **kw)
+
+
+def test_nan_scores_are_reported():
+    def fn(batch):
+        return np.full((len(batch), 3), np.nan)
+
+    with pytest.raises(ValueError, match="NaN"):
+        unveil.explain(fn, np.zeros((8, 8, 3), np.float32), method="occlusion")
+
+
+def test_wrong_output_shape_is_reported():
+    def fn(batch):
+        return np.zeros(len(batch))
+
+    with pytest.raises(ValueError, match=r"returned shape \(1,\).*expected \(1, classes\)"):
+        unveil.explain(fn, np.zeros((8, 8, 3), np.float32), method="occlusion")
+
+
+def test_bad_model_arguments():
+    with pytest.raises(TypeError, match="model"):
+        unveil.explain(42, np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="input_size"):
+        unveil.Model(lambda b: b, input_size=(0, 3))
+    with pytest.raises(ValueError, match="outputs"):
+        unveil.Model(lambda b: b, outputs="scores")
+    with pytest.raises(ValueError, match="batch_size"):
+        unveil.Model(lambda b: b, batch_size="fast")
+
+
+def test_user_label_map_and_user_baseline_image(tiny, image):
+    labels = np.zeros((40, 48), int)
+    labels[:, 24:] = 7
+    exp = unveil.explain(tiny, image, method="lime", segmentation=labels, baseline=np.zeros((5, 5, 3)),
+                         n_samples=20, progress=False)
+    assert set(np.unique(exp.segments)) == {0, 1}
+    assert np.all(exp.map[:, :20] == exp.weights[0]) and np.all(exp.map[:, 28:] == exp.weights[1])
