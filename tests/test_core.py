@@ -238,6 +238,19 @@ def test_channels_last_gives_the_same_probabilities():
 
 
 @pytest.mark.slow
+def test_folded_batch_norm_gives_the_same_probabilities():
+    import skimage.data
+
+    folded = unveil.load_model(batch_size=2)
+    plain = unveil.load_model(fold_bn=False, batch_size=2)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.fn.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.fn.modules()) == 49
+    _, x = folded.prepare(skimage.data.chelsea())
+    x2 = torch.stack([x, torch.rand_like(x)])
+    torch.testing.assert_close(folded.probabilities(x2), plain.probabilities(x2), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_tune_cpu_leaves_results_unchanged(tmp_path):
     import subprocess
     import sys

@@ -39,21 +39,47 @@ def _efficientnet_lite0() -> torch.nn.Module:
     return net.eval()
 
 
+def _fold(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> None:
+    """Fold an inference-mode batch norm into the convolution before it (same function, one op fewer)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight = torch.nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1))
+    conv.bias = torch.nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
+
+
+@torch.no_grad()
+def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """Fold every batch norm of an EfficientNet-Lite into its convolution (in place; returns ``net``)."""
+    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for block in net._blocks:
+        pairs += [(block, "_expand_conv", "_bn0"), (block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    for owner, conv_name, bn_name in pairs:
+        if hasattr(owner, conv_name) and isinstance(getattr(owner, bn_name, None), torch.nn.BatchNorm2d):
+            _fold(getattr(owner, conv_name), getattr(owner, bn_name))
+            setattr(owner, bn_name, torch.nn.Identity())
+    return net
+
+
 def load_model(
     name: str = "default",
     *,
     device: str | torch.device | None = None,
     batch_size: int | str = "auto",
     channels_last: bool | None = None,
+    fold_bn: bool = True,
 ) -> Model:
     """Return the embedded default classifier (EfficientNet-Lite0, ImageNet, 224 x 224, logits).
 
     A new, independent module each call (no shared instance). ``channels_last`` defaults to True on the
-    CPU (faster convolutions there, same results within float rounding) and False elsewhere.
+    CPU (faster convolutions there, same results within float rounding) and False elsewhere. ``fold_bn``
+    folds the batch norms into the convolutions (the same function with fewer operations; set False to keep
+    the original layers, e.g. to study batch-norm statistics).
     """
     if name not in ("default", "efficientnet-lite0"):
         raise ValueError(f"model {name!r}: the embedded models are 'default' (= 'efficientnet-lite0')")
     net = _efficientnet_lite0()
+    if fold_bn:
+        fold_batchnorm(net)
     if device is not None:
         net = net.to(device)
     dev = next(net.parameters()).device
