@@ -97,12 +97,12 @@ def test_unknown_method_is_rejected_by_the_parser(photo, capsys):
 
 @pytest.mark.slow
 def test_explain_on_the_default_model(tmp_path, capsys):
-    path = "../shared/data/photos/cat.jpg"
-    import os
+    from pathlib import Path
 
-    if not os.path.exists(path):
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "cat.jpg"
+    if not path.exists():
         pytest.skip("shared data not present")
-    assert main(["explain", path, "--method", "occlusion", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["explain", str(path), "--method", "occlusion", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "tabby" in out or "Egyptian cat" in out or "tiger cat" in out
     assert (tmp_path / "cat_occlusion.png").exists()
