@@ -33,22 +33,48 @@ def draw_grids(
     return grids, shifts
 
 
+def interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """n_out x n_in weights of bilinear (linear per axis) resampling from n_in to n_out samples, pixel centres
+    aligned (``align_corners=False``), out-of-range neighbours reflected without repeating the edge
+    (numpy's 'reflect', scikit-image ``resize(order=1, mode='reflect')``, the paper's code)."""
+    src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    i0 = np.floor(src).astype(np.int64)
+    frac = src - i0
+
+    def reflect(i):
+        if n_in == 1:
+            return np.zeros_like(i)
+        period = 2 * (n_in - 1)
+        i = np.abs(i) % period
+        return np.where(i >= n_in, period - i, i)
+
+    out = np.zeros((n_out, n_in), dtype=np.float64)
+    rows = np.arange(n_out)
+    np.add.at(out, (rows, reflect(i0)), 1.0 - frac)
+    np.add.at(out, (rows, reflect(i0 + 1)), frac)
+    return out
+
+
 def upsample_masks(
     grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int], device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """n x s x s grids -> n x h x w float32 masks in [0, 1]: bilinear upsampling to (s + 1) cells of
-    ceil(h / s) x ceil(w / s) pixels, then a crop at each mask's shift."""
+    ceil(h / s) x ceil(w / s) pixels, then a crop at each mask's shift (dy, dx).
+
+    Only the cropped rows and columns are computed: mask = A_y[dy:dy+h] @ grid @ A_x[dx:dx+w]^T with the
+    per-axis interpolation matrices of :func:`interpolation_matrix`.
+    """
     n, s, _ = grids.shape
     h, w = size
     ch, cw = math.ceil(h / s), math.ceil(w / s)
-    g = torch.as_tensor(grids, device=device).to(torch.float32).unsqueeze(1)
-    up = torch.nn.functional.interpolate(g, size=((s + 1) * ch, (s + 1) * cw), mode="bilinear",
-                                         align_corners=False)[:, 0]
+    ay = torch.as_tensor(interpolation_matrix((s + 1) * ch, s), dtype=torch.float32, device=device)
+    ax = torch.as_tensor(interpolation_matrix((s + 1) * cw, s), dtype=torch.float32, device=device)
     dy = torch.as_tensor(shifts[:, 0], device=device)
     dx = torch.as_tensor(shifts[:, 1], device=device)
-    rows = dy[:, None] + torch.arange(h, device=device)[None, :]
-    cols = dx[:, None] + torch.arange(w, device=device)[None, :]
-    return up[torch.arange(n, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    rows = ay[dy[:, None] + torch.arange(h, device=device)[None, :]]  # n x h x s
+    cols = ax[dx[:, None] + torch.arange(w, device=device)[None, :]]  # n x w x s
+    g = torch.as_tensor(grids, device=device).to(torch.float32)
+    return torch.bmm(torch.bmm(rows, g), cols.transpose(1, 2)).clamp_(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- the method

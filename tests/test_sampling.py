@@ -1,0 +1,290 @@
+"""Sampling methods against independent truth: Shapley values by brute force over all coalitions, additive
+models, captum's ShapleyValueSampling and KernelShap on the same net, RISE's formula with masks made by
+scikit-image's bilinear resize (as the paper's code does)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import unveil
+from unveil.methods.rise import draw_grids
+from unveil.segmentation import grid
+
+from conftest import TinyNet
+from test_exact import segment_linear_model
+
+
+# ----------------------------------------------------------------------------- helpers
+def exact_shapley(value, k: int) -> np.ndarray:
+    """Shapley values by the definition: value(mask tuple) over all 2^k coalitions."""
+    phi = np.zeros(k)
+    for i in range(k):
+        for rest in itertools.product([0, 1], repeat=k - 1):
+            without = rest[:i] + (0,) + rest[i:]
+            with_i = rest[:i] + (1,) + rest[i:]
+            s = sum(rest)
+            weight = math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k)
+            phi[i] += weight * (value(with_i) - value(without))
+    return phi
+
+
+def segment_poly_model(labels: np.ndarray, fn):
+    """score = fn(segment means of channel 0); with a white image and a zero baseline the segment means are
+    exactly the mask, so the score of coalition m is fn(m)."""
+    k = int(labels.max()) + 1
+    counts = np.bincount(labels.reshape(-1), minlength=k)
+
+    def model(batch):
+        flat = batch[..., 0].reshape(len(batch), -1)
+        means = np.stack([np.bincount(labels.reshape(-1), weights=row, minlength=k) for row in flat]) / counts
+        s = np.array([fn(m) for m in means])
+        return np.stack([s, 1 - s], axis=1)
+
+    return unveil.Model(model, input_size=labels.shape, outputs="probabilities", batch_size=64)
+
+
+def interaction(m) -> float:
+    m = np.asarray(m, dtype=np.float64)
+    return 0.1 + 0.2 * m[0] - 0.1 * m[1] + 0.05 * m[4] + 0.3 * m[0] * m[1] - 0.2 * m[2] * m[3] * m[4]
+
+
+WHITE = np.ones((20, 20, 3), np.float32)
+STRIPES = np.repeat(np.arange(5), 4)[None, :].repeat(20, axis=0)  # 5 vertical stripes of 20 x 4 pixels
+
+
+class Tempered(torch.nn.Module):
+    """TinyNet with its logits divided by 3, so the class probabilities are far from 0 and 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = TinyNet(seed=2)
+
+    def forward(self, x):
+        return self.net(x) / 3
+
+
+@pytest.fixture(scope="module")
+def small_net_case():
+    """A net without normalization, a 32 x 32 image, 6 grid cells, zero baseline, and the exact Shapley
+    values of class 0's probability (all 64 coalitions composed and evaluated here, not by unveil)."""
+    net = Tempered().eval()
+    img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    img[:16, :11] = [0.9, 0.1, 0.1]
+    labels = grid(32, 32, 6)
+    x = torch.from_numpy(img.transpose(2, 0, 1))[None]
+    lab = torch.from_numpy(labels)
+    coalitions = list(itertools.product([0, 1], repeat=6))
+    masks = torch.tensor(coalitions, dtype=torch.float32)[:, lab][:, None]
+    with torch.no_grad():
+        v = torch.softmax(net(masks * x), 1)[:, 0].double().numpy()
+    table = dict(zip(coalitions, v))
+    exact = exact_shapley(lambda m: table[m], 6)
+    model = unveil.Model(net, input_size=(32, 32), batch_size=16)
+    forward = lambda z: torch.softmax(net(z), 1)  # noqa: E731  captum's view of the same scores
+    return dict(net=net, img=img, labels=labels, x=x, lab=lab, exact=exact, model=model, forward=forward,
+                f_none=float(table[(0,) * 6]))
+
+
+def cell_means(attr: torch.Tensor, lab: torch.Tensor, k: int) -> np.ndarray:
+    return np.array([attr[0, 0][lab == i].mean().item() for i in range(k)])
+
+
+# ----------------------------------------------------------------------------- Shapley value sampling
+def test_shapley_of_an_additive_model_is_exact_with_zero_error():
+    labels = grid(24, 24, 9)
+    coef = np.array([0.30, -0.10, 0.05, 0.20, 0.0, -0.25, 0.12, 0.07, 0.15])
+    exp = unveil.explain(segment_linear_model(coef, labels), np.ones((24, 24, 3), np.float32), method="shapley",
+                         target=0, seed=4, n_permutations=6, segmentation=labels, baseline="zero", progress=False)
+    np.testing.assert_allclose(exp.weights, coef, atol=1e-6)
+    assert np.all(exp.extras["stderr"] < 1e-6)
+    assert exp.extras["n_permutations"] == 6
+    assert exp.extras["f_none"] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_shapley_with_interactions_converges_to_the_brute_force_values():
+    labels = STRIPES
+    exact = exact_shapley(interaction, 5)
+    # the interaction terms are shared equally: 0.3 m0 m1 gives 0.15 each, -0.2 m2 m3 m4 gives -0.2/3 each
+    np.testing.assert_allclose(exact, [0.35, 0.05, -0.2 / 3, -0.2 / 3, 0.05 - 0.2 / 3], atol=1e-12)
+    exp = unveil.explain(segment_poly_model(labels, interaction), WHITE, method="shapley", target=0, seed=0,
+                         n_permutations=400, segmentation=labels, baseline="zero", progress=False)
+    se = exp.extras["stderr"]
+    assert np.all(se > 0) and np.all(se < 0.01)
+    assert np.all(np.abs(exp.weights - exact) <= 4 * se + 1e-6)
+    # each permutation's samples telescope: the estimate is efficient however few permutations
+    assert exp.weights.sum() == pytest.approx(interaction(np.ones(5)) - interaction(np.zeros(5)), abs=1e-5)
+    # 400 permutations ask for 2400 coalitions, but there are only 32 and each is scored once
+    assert exp.extras["masks_requested"] == 400 * 6
+    assert exp.n_evals <= 32 and exp.extras["masks_evaluated"] == exp.n_evals - 1
+
+
+def test_shapley_agrees_with_captum_within_sampling_error(small_net_case):
+    from captum.attr import ShapleyValueSampling
+
+    c = small_net_case
+    exp = unveil.explain(c["model"], c["img"], method="shapley", target=0, seed=0, n_permutations=100,
+                         segmentation=c["labels"], baseline="zero", progress=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        attr = ShapleyValueSampling(c["forward"]).attribute(
+            c["x"], baselines=torch.zeros_like(c["x"]), target=0, feature_mask=c["lab"][None, None],
+            n_samples=100, perturbations_per_eval=6)
+    theirs = cell_means(attr, c["lab"], 6)
+    se = exp.extras["stderr"].astype(np.float64)  # both are means of 100 draws of the same distribution
+    assert np.all(np.abs(exp.weights - c["exact"]) <= 4 * se + 1e-6)
+    assert np.all(np.abs(theirs - c["exact"]) <= 4 * se + 1e-6)
+    assert np.all(np.abs(exp.weights - theirs) <= 4 * np.sqrt(2) * se + 1e-6)
+    # an even split of f(all) - f(none) would be far outside the sampling error on this case
+    assert np.abs(c["exact"] - c["exact"].mean()).max() > 10 * se.max()
+
+
+def test_shapley_budget_buys_the_most_permutations_that_fit():
+    labels = grid(24, 24, 9)
+    model = segment_linear_model(np.linspace(-0.2, 0.3, 9), labels)
+    kw = dict(method="shapley", target=0, segmentation=labels, baseline="zero", progress=False)
+    img = np.ones((24, 24, 3), np.float32)
+    exp = unveil.explain(model, img, budget=60, **kw)
+    # 59 evaluations left: the empty coalition, then at most 8 new ones per permutation
+    assert exp.n_evals <= 60 and exp.extras["n_permutations"] >= (59 - 1) // 8
+    capped = unveil.explain(model, img, budget=60, n_permutations=3, **kw)
+    assert capped.extras["n_permutations"] == 3
+    with pytest.raises(ValueError, match="budget"):
+        unveil.explain(model, img, budget=8, **kw)  # one permutation over 9 segments needs 9
+
+
+def test_shapley_scores_masks_in_batches():
+    labels = STRIPES
+    sizes = []
+    inner = segment_poly_model(labels, interaction)
+
+    def recording(batch):
+        sizes.append(len(batch))
+        return inner.fn(batch)
+
+    model = unveil.Model(recording, input_size=(20, 20), outputs="probabilities", batch_size=8)
+    exp = unveil.explain(model, WHITE, method="shapley", target=0, n_permutations=20, segmentation=labels,
+                         baseline="zero", progress=False)
+    assert max(sizes) == 8 and sum(sizes) == exp.n_evals
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_shapley_rejects_bad_permutation_counts(bad, tiny, image):
+    with pytest.raises(ValueError, match="n_permutations"):
+        unveil.explain(tiny, image, method="shapley", n_permutations=bad, progress=False)
+
+
+# ----------------------------------------------------------------------------- KernelSHAP
+@pytest.mark.parametrize("sampling", ["kernel", "uniform"])
+def test_kernelshap_of_an_additive_model_is_exact(sampling):
+    labels = grid(24, 24, 9)
+    coef = np.array([0.30, -0.10, 0.05, 0.20, 0.0, -0.25, 0.12, 0.07, 0.15])
+    exp = unveil.explain(segment_linear_model(coef, labels), np.ones((24, 24, 3), np.float32),
+                         method="kernelshap", target=0, seed=2, n_samples=80, segmentation=labels,
+                         baseline="zero", sampling=sampling, progress=False)
+    np.testing.assert_allclose(exp.weights, coef, atol=1e-6)
+    assert exp.extras["intercept"] == pytest.approx(0.1, abs=1e-6)
+    assert exp.extras["r2"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("n_samples", [3, 40])
+def test_kernelshap_efficiency_holds_exactly_on_a_net(small_net_case, n_samples):
+    c = small_net_case
+    exp = unveil.explain(c["model"], c["img"], method="kernelshap", target=0, seed=1, n_samples=n_samples,
+                         segmentation=c["labels"], baseline="zero", progress=False)
+    assert exp.extras["intercept"] == pytest.approx(c["f_none"], abs=1e-6)  # f(none) composed by the test
+    # exact by construction (the weights are stored as float32)
+    assert float(np.sum(exp.weights, dtype=np.float64)) == pytest.approx(exp.score - exp.extras["intercept"],
+                                                                          abs=1e-7)
+
+
+def test_kernelshap_agrees_with_captum_and_the_exact_values(small_net_case):
+    from captum.attr import KernelShap
+
+    c = small_net_case
+    exp = unveil.explain(c["model"], c["img"], method="kernelshap", target=0, seed=0, n_samples=400,
+                         segmentation=c["labels"], baseline="zero", progress=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        attr = KernelShap(c["forward"]).attribute(
+            c["x"], baselines=torch.zeros_like(c["x"]), target=0, feature_mask=c["lab"][None, None],
+            n_samples=400, perturbations_per_eval=50)
+    theirs = cell_means(attr, c["lab"], 6)
+    spread = np.abs(c["exact"] - c["exact"].mean()).max()
+    # sampling error of 400 kernel draws over 6 features, measured over 6 seeds: below 2e-4 for ours (paired
+    # samples), below 1.6e-3 for captum's (and for ours with paired=False)
+    assert np.abs(exp.weights - c["exact"]).max() < 0.001
+    assert np.abs(theirs - c["exact"]).max() < 0.002
+    assert np.abs(exp.weights - theirs).max() < 0.003 < spread / 5
+    assert exp.n_evals <= 64  # 6 features have 64 coalitions; repeats are scored once
+
+
+def test_kernelshap_options_are_checked(tiny, image):
+    with pytest.raises(ValueError, match="sampling"):
+        unveil.explain(tiny, image, method="kernelshap", sampling="sobol", progress=False)
+    with pytest.raises(ValueError, match="n_samples"):
+        unveil.explain(tiny, image, method="kernelshap", n_samples=0, progress=False)
+
+
+# ----------------------------------------------------------------------------- RISE
+def test_rise_with_all_ones_masks_is_the_constant_score(tiny):
+    img = np.random.default_rng(3).random((32, 32, 3)).astype(np.float32)
+    exp = unveil.explain(tiny, img, method="rise", target=3, p=1.0, n_masks=20, progress=False)
+    np.testing.assert_allclose(exp.map, exp.score, rtol=1e-5, atol=1e-7)
+
+
+def test_rise_map_is_the_papers_formula_with_skimage_masks():
+    from skimage.transform import resize
+
+    net = Tempered().eval()
+    h = w = 40
+    n, s, p = 30, 5, 0.5
+    img = np.random.default_rng(5).random((h, w, 3)).astype(np.float32)
+    model = unveil.Model(net, input_size=(h, w), batch_size=7)
+    exp = unveil.explain(model, img, method="rise", target=2, seed=9, n_masks=n, s=s, p=p, progress=False)
+    grids, shifts = draw_grids(np.random.default_rng(9), n, s, p, (h, w))
+    cell = math.ceil(h / s)
+    masks = np.stack([
+        resize(g.astype(np.float64), ((s + 1) * cell, (s + 1) * cell), order=1, mode="reflect",
+               anti_aliasing=False)[dy:dy + h, dx:dx + w]
+        for g, (dy, dx) in zip(grids, shifts)
+    ])
+    x = torch.from_numpy(img.transpose(2, 0, 1))
+    with torch.no_grad():
+        scores = torch.softmax(net(torch.from_numpy(masks).float()[:, None] * x), 1)[:, 2].double().numpy()
+    expected = np.tensordot(scores, masks, axes=1) / (n * p)
+    np.testing.assert_allclose(exp.map, expected, rtol=1e-4, atol=1e-6)
+    assert 0.3 < masks.mean() < 0.7 and masks.min() >= 0 and masks.max() <= 1
+
+
+def test_rise_finds_the_region_the_score_depends_on():
+    h = w = 42
+    region = np.zeros((h, w), bool)
+    region[6:18, 24:36] = True
+
+    def region_score(batch):  # the mean brightness of the region: only its pixels matter
+        s = batch[:, region, 0].mean(axis=1)
+        return np.stack([s, 1 - s], axis=1)
+
+    model = unveil.Model(region_score, input_size=(h, w), outputs="probabilities", batch_size=50)
+    exp = unveil.explain(model, np.ones((h, w, 3), np.float32), method="rise", target=0, seed=0, n_masks=500,
+                         progress=False)
+    corr = np.corrcoef(exp.map.ravel(), region.ravel().astype(float))[0, 1]
+    assert corr > 0.6
+    assert exp.map[region].min() > exp.map[~region].mean()
+
+
+def test_rise_budget_caps_the_masks(tiny, image):
+    exp = unveil.explain(tiny, image, method="rise", n_masks=100, budget=25, progress=False)
+    assert exp.n_evals == 25 and exp.extras["n_masks"] == 24
+
+
+@pytest.mark.parametrize("opts, name", [({"p": 0.0}, "p"), ({"p": 1.5}, "p"), ({"s": 0}, "s"), ({"s": 1000}, "s"),
+                                        ({"n_masks": 0}, "n_masks")])
+def test_rise_rejects_bad_options(tiny, image, opts, name):
+    with pytest.raises(ValueError, match=name):
+        unveil.explain(tiny, image, method="rise", progress=False, **opts)
