@@ -1,0 +1,615 @@
+"""Built-in evaluation of explanations: how faithful, how robust, how well localized.
+
+Every metric is a small immutable object: configured once, it keeps no state between calls, says whether a
+higher score is better, and returns a :class:`MetricResult` with its whole curve plus the score.
+
+* :data:`deletion` / :data:`insertion` (RISE, Petsiuk et al. 2018): pixels ranked by the map (ties broken in a
+  seeded random order) are removed (set to the explainer's baseline) or inserted (into a blurred copy of the
+  input) a fixed number per step; the curve is the target probability after each step, the score its area
+  (trapezoid rule over the fraction of pixels changed, [0, 1]). Every step of a curve goes through the shared
+  :class:`~unveil.perturb.Perturber` in batches, at the model's input resolution.
+* :data:`randomization` (Adebayo et al. 2018): re-explain with a deep copy of the model whose layers are
+  randomized from the top down (cascading); Spearman rank correlation and SSIM of each map with the original.
+* :data:`stability`: the same method under several seeds; mean pairwise Spearman correlation and top-k IoU.
+* :data:`pointing_game`: does the map's maximum fall on the object (a mask or box, 15-pixel tolerance as in
+  TorchRay)?
+
+    from unveil import metrics
+    res = metrics.deletion(model, image, exp)          # res.score: AUC, res.x / res.y: the curve
+    res = metrics.Deletion(step=0.01)(model, image, exp)  # a configured copy
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .explanation import Explanation
+from .images import resize
+from .models.base import Model, as_model
+from .perturb import BASELINES, Perturber, make_baseline
+from .segmentation import upsample_labels
+
+__all__ = [
+    "MetricResult",
+    "Deletion",
+    "Insertion",
+    "Randomization",
+    "Stability",
+    "PointingGame",
+    "deletion",
+    "insertion",
+    "randomization",
+    "stability",
+    "pointing_game",
+    "METRICS",
+    "evaluate",
+    "auc",
+    "step_counts",
+    "pixel_ranking",
+    "spearman",
+    "map_ssim",
+    "top_iou",
+    "random_explanation",
+    "DEFAULT_DELETION_BASELINE",
+]
+
+#: baseline that deletion removes pixels to when the explanation's method has none (gradient methods, a map
+#: made by hand): the image's mean colour, our analogue of RISE zeroing a mean-normalized input.
+DEFAULT_DELETION_BASELINE = "mean"
+
+#: the default step: 1/50 of the image's pixels per step.
+DEFAULT_STEP = 1.0 / 50.0
+
+
+# ----------------------------------------------------------------------------- the result type
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric on one explanation.
+
+    ``score``: the number to compare (AUC, correlation, hit rate). ``higher_is_better``: its direction.
+    ``x`` / ``y``: the whole curve (for deletion: fraction of pixels removed, target probability).
+    ``details``: metric-specific values (per-layer SSIM, the baseline used, ...). ``n_evals``: model
+    evaluations the metric spent.
+    """
+
+    name: str
+    score: float
+    higher_is_better: bool
+    x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    x_label: str = ""
+    y_label: str = ""
+    details: dict = field(default_factory=dict)
+    n_evals: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready values (arrays as lists)."""
+        from .explanation import _jsonable
+
+        return {
+            "name": self.name,
+            "score": float(self.score),
+            "higher_is_better": self.higher_is_better,
+            "x": np.asarray(self.x).tolist(),
+            "y": np.asarray(self.y).tolist(),
+            "x_label": self.x_label,
+            "y_label": self.y_label,
+            "details": {k: (v.tolist() if isinstance(v, np.ndarray) else _jsonable(v)) for k, v in self.details.items()},
+            "n_evals": int(self.n_evals),
+        }
+
+
+# ----------------------------------------------------------------------------- plain functions
+def auc(x: np.ndarray, y: np.ndarray) -> float:
+    """Area under the curve ``y(x)`` by the trapezoid rule."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+
+
+def step_counts(n_pixels: int, step: float | int = DEFAULT_STEP) -> np.ndarray:
+    """Pixels changed after each step, from 0 to ``n_pixels``: 0, p, 2p, ..., n_pixels.
+
+    ``step``: a fraction of the image in (0, 1] (``p = ceil(step * n_pixels)``) or an int number of pixels.
+    """
+    if isinstance(step, (bool, np.bool_)):
+        raise TypeError(f"step: expected a fraction in (0, 1] or an int number of pixels, got {step!r}")
+    if isinstance(step, (int, np.integer)):
+        if step < 1:
+            raise ValueError(f"step: expected a positive number of pixels, got {step!r}")
+        per = int(step)
+    elif isinstance(step, (float, np.floating)):
+        if not 0.0 < step <= 1.0:
+            raise ValueError(f"step: expected a fraction of the image in (0, 1], got {step!r}")
+        per = max(1, math.ceil(float(step) * n_pixels - 1e-9))
+    else:
+        raise TypeError(f"step: expected a fraction in (0, 1] or an int number of pixels, got {type(step).__name__}")
+    n_steps = math.ceil(n_pixels / per)
+    return np.minimum(np.arange(n_steps + 1, dtype=np.int64) * per, n_pixels)
+
+
+def pixel_ranking(saliency: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """H x W int64 rank of each pixel (0 = most important); equal values are ordered by ``rng``."""
+    flat = np.asarray(saliency, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("explanation map contains NaN or infinite values")
+    perm = rng.permutation(flat.size)
+    order = perm[np.argsort(-flat[perm], kind="stable")]
+    rank = np.empty(flat.size, dtype=np.int64)
+    rank[order] = np.arange(flat.size)
+    return rank.reshape(np.shape(saliency))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two maps (flattened); 0 when either map is constant (no ranking)."""
+    from scipy.stats import rankdata
+
+    ra = rankdata(np.asarray(a, np.float64).reshape(-1))
+    rb = rankdata(np.asarray(b, np.float64).reshape(-1))
+    if ra.size != rb.size:
+        raise ValueError(f"maps of different sizes: {np.shape(a)} and {np.shape(b)}")
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / den if den > 0 else 0.0
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, np.float64)
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+def map_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Structural similarity of two maps after scaling each to [0, 1] (as in Adebayo et al.)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _unit(a), _unit(b)
+    if a.shape != b.shape:
+        raise ValueError(f"maps of different shapes: {a.shape} and {b.shape}")
+    win = min(7, *a.shape)
+    win = win if win % 2 else win - 1
+    if win < 3:
+        return float(np.allclose(a, b))
+    return float(structural_similarity(a, b, data_range=1.0, win_size=win))
+
+
+def top_iou(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
+    """Intersection over union of the top ``fraction`` of pixels of two maps (ties in index order)."""
+    n = max(1, int(round(fraction * np.size(a))))
+    ta = np.argsort(-np.asarray(a, np.float64).reshape(-1), kind="stable")[:n]
+    tb = np.argsort(-np.asarray(b, np.float64).reshape(-1), kind="stable")[:n]
+    inter = len(np.intersect1d(ta, tb))
+    return inter / (2 * n - inter)
+
+
+def random_explanation(explanation: Explanation, seed: int = 0) -> Explanation:
+    """A copy of ``explanation`` with a uniform random map (the floor any method should beat)."""
+    rng = np.random.default_rng(seed)
+    m = rng.random(explanation.map.shape).astype(np.float32)
+    return Explanation(map=m, target=explanation.target, label=explanation.label, score=explanation.score,
+                       method="random", params={}, seed=seed, image=explanation.image)
+
+
+def _check_explanation(explanation) -> Explanation:
+    if not isinstance(explanation, Explanation):
+        raise TypeError(f"explanation: expected a unveil.Explanation, got {type(explanation).__name__}")
+    if np.ndim(explanation.map) != 2:
+        raise ValueError(f"explanation: map must be 2-D, got shape {np.shape(explanation.map)}")
+    return explanation
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+def _inputs(model, image, explanation):
+    """(Model, C x h x w input, h x w map at the input size, target)."""
+    explanation = _check_explanation(explanation)
+    model = as_model(model)
+    if image is None:
+        image = explanation.image
+        if image is None:
+            raise ValueError("image: the explanation keeps no image; pass the image explicitly")
+    _, x = model.prepare(image)
+    size = tuple(x.shape[1:])
+    m = np.asarray(explanation.map, dtype=np.float32)
+    if not np.all(np.isfinite(m)):
+        raise ValueError("explanation map contains NaN or infinite values")
+    if m.shape != size:
+        m = resize(m, size, order=1)
+    return model, x, m, explanation
+
+
+def _target(model: Model, explanation: Explanation, target) -> int:
+    return explanation.target if target is None else model.class_index(target)
+
+
+# ----------------------------------------------------------------------------- deletion / insertion
+@dataclass(frozen=True)
+class _Causal:
+    step: float | int = DEFAULT_STEP
+    seed: int = 0
+    batch_size: int | None = None
+    progress: bool = False
+
+    def __post_init__(self):
+        step_counts(100, self.step)  # validates step
+        _check_seed(self.seed)
+
+    name = "causal"
+    higher_is_better = True
+    _kind = "deletion"
+
+    def _baseline(self, x: torch.Tensor, explanation: Explanation) -> tuple[torch.Tensor, str]:
+        raise NotImplementedError
+
+    def __call__(self, model, image=None, explanation: Explanation | None = None, *, target=None) -> MetricResult:
+        """Curve and AUC of ``explanation`` on ``model`` (``image`` defaults to the explanation's own image).
+
+        ``target``: class whose probability is recorded (default: the explanation's target).
+        """
+        if explanation is None:
+            raise TypeError(f"{self.name}: missing the explanation to evaluate")
+        model, x, saliency, explanation = _inputs(model, image, explanation)
+        target = _target(model, explanation, target)
+        rank = pixel_ranking(saliency, np.random.default_rng(self.seed))
+        counts = step_counts(rank.size, self.step)
+        baseline, used = self._baseline(x, explanation)
+        perturber = Perturber(model, x, baseline, batch_size=self.batch_size, progress=self.progress,
+                              desc=self.name)
+        rank_t = torch.from_numpy(rank).to(x.device)
+        chunk = perturber.batch_size
+        deleting = self._kind == "deletion"
+
+        def chunks():
+            for s in range(0, len(counts), chunk):
+                c = torch.as_tensor(counts[s : s + chunk], device=x.device)[:, None, None]
+                yield (rank_t[None] >= c) if deleting else (rank_t[None] < c)
+
+        y = np.concatenate([p[:, target] for p in perturber.score_pixel_masks(chunks(), total=len(counts))])
+        xs = counts / rank.size
+        return MetricResult(
+            name=self.name,
+            score=auc(xs, y),
+            higher_is_better=self.higher_is_better,
+            x=xs.astype(np.float64),
+            y=y.astype(np.float64),
+            x_label=f"fraction of pixels {'removed' if deleting else 'inserted'}",
+            y_label=f"p({model.label(target)})",
+            details={"baseline": used, "pixels_per_step": int(counts[1] - counts[0]) if len(counts) > 1 else 0,
+                     "target": target, "input_size": list(rank.shape)},
+            n_evals=perturber.n_evals,
+        )
+
+
+@dataclass(frozen=True)
+class Deletion(_Causal):
+    """Deletion curve and AUC (lower is better): remove the most important pixels first.
+
+    ``baseline``: what removed pixels become; None (default) takes the explanation's own baseline
+    (``params['baseline']``) when its method has one, else :data:`DEFAULT_DELETION_BASELINE`.
+    ``step``: pixels per step, as a fraction of the image (default 1/50) or an int. ``seed``: tie order.
+    """
+
+    baseline: object = None
+    name = "deletion"
+    higher_is_better = False
+    _kind = "deletion"
+
+    def _baseline(self, x, explanation):
+        if self.baseline is not None:
+            return self._make(x, self.baseline, explanation, strict=True)
+        kind = explanation.params.get("baseline") if isinstance(explanation.params, dict) else None
+        if kind is None:
+            return self._make(x, DEFAULT_DELETION_BASELINE, explanation, strict=True)
+        return self._make(x, kind, explanation, strict=False)
+
+    @staticmethod
+    def _make(x, kind, explanation, strict: bool):
+        name = kind if isinstance(kind, str) else "image"
+        try:
+            if isinstance(kind, str) and kind == "segment_mean":
+                if explanation.segments is None:
+                    raise ValueError("baseline 'segment_mean' needs the explanation's segments")
+                labels = upsample_labels(np.asarray(explanation.segments), tuple(x.shape[1:]))
+                return make_baseline(x, kind, labels=labels), name
+            if isinstance(kind, str) and kind not in BASELINES:
+                raise ValueError(f"baseline: unknown kind {kind!r}; choose one of {BASELINES} or pass an image")
+            return make_baseline(x, kind), name
+        except (ValueError, TypeError):
+            if strict:
+                raise
+            # a baseline that cannot be rebuilt (e.g. an array lost when the explanation was saved)
+            return make_baseline(x, DEFAULT_DELETION_BASELINE), DEFAULT_DELETION_BASELINE
+
+
+@dataclass(frozen=True)
+class Insertion(_Causal):
+    """Insertion curve and AUC (higher is better): insert the most important pixels first into a blurred copy.
+
+    ``blur_sigma``: the blur in pixels of the model input (default 10 % of the shorter side, as
+    ``make_baseline(x, 'blur')``). ``step``, ``seed``: as for :class:`Deletion`.
+    """
+
+    blur_sigma: float | None = None
+    name = "insertion"
+    higher_is_better = True
+    _kind = "insertion"
+
+    def _baseline(self, x, explanation):
+        return make_baseline(x, "blur", blur_sigma=self.blur_sigma), "blur"
+
+
+# ----------------------------------------------------------------------------- model randomization
+def _parametrized_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Modules that hold parameters directly, in definition order (input side first)."""
+    return [(n, m) for n, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+def _copy_model(model: Model, module: torch.nn.Module) -> Model:
+    mean = None if model._mean is None else model._mean.reshape(-1).tolist()
+    std = None if model._std is None else model._std.reshape(-1).tolist()
+    return Model(module, input_size=model.input_size, labels=model.labels, mean=mean, std=std,
+                 outputs=model.outputs, batch_size=model.batch_size, channels_last=model.channels_last,
+                 name=f"{model.name} (randomized)")
+
+
+def _explain_again(model, image, explanation: Explanation, seed: int, batch_size, progress: bool):
+    from .api import explain
+    from .methods.registry import get_method
+
+    spec = get_method(explanation.method)
+    params = explanation.params if isinstance(explanation.params, dict) else {}
+    options = {k: v for k, v in params.items() if k in spec.options}
+    budget = params.get("budget") if spec.uses_budget else None
+    return explain(model, image, method=spec.name, target=explanation.target, seed=seed, budget=budget,
+                   batch_size=batch_size, progress=progress, **options)
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """Model-randomization sanity check (cascading, top layer first); lower is better.
+
+    Re-runs the explanation's method (same options, target, seed and budget) on deep copies of the model whose
+    parameter-holding layers are re-drawn from N(0, std of the original tensor), cumulatively from the output
+    side. ``max_steps``: the most re-explanations (layers are grouped evenly when there are more; the last
+    step always has every layer randomized). ``absolute``: compare |map| instead of the signed maps.
+    Score: Spearman correlation of the fully randomized model's map with the original (a faithful method's
+    falls towards 0). Curve: correlation per cascade step, step 0 the original (1.0).
+    """
+
+    max_steps: int | None = 5
+    absolute: bool = False
+    seed: int = 0
+    batch_size: int | None = None
+    progress: bool = False
+    name = "randomization"
+    higher_is_better = False
+
+    def __post_init__(self):
+        if self.max_steps is not None and (
+            isinstance(self.max_steps, bool) or not isinstance(self.max_steps, (int, np.integer)) or self.max_steps < 1
+        ):
+            raise ValueError(f"max_steps: expected a positive int or None, got {self.max_steps!r}")
+        _check_seed(self.seed)
+
+    def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
+        """Re-explain on randomized copies of ``model`` (a torch model; the original is never touched)."""
+        if explanation is None:
+            raise TypeError("randomization: missing the explanation to evaluate")
+        explanation = _check_explanation(explanation)
+        model = as_model(model)
+        if not model.is_torch:
+            raise TypeError(f"randomization: model {model.name!r} is a Python callable; it needs a torch module "
+                            "whose weights can be re-drawn")
+        if image is None:
+            image = explanation.image
+            if image is None:
+                raise ValueError("image: the explanation keeps no image; pass the image explicitly")
+        layers = _parametrized_layers(model.fn)
+        if not layers:
+            raise ValueError(f"randomization: model {model.name!r} has no parameters to randomize")
+        top_down = list(reversed(range(len(layers))))
+        n_steps = len(layers) if self.max_steps is None else min(self.max_steps, len(layers))
+        cuts = [math.ceil((s + 1) * len(layers) / n_steps) for s in range(n_steps)]
+        g = torch.Generator().manual_seed(self.seed)
+        module = copy.deepcopy(model.fn)
+        copied = dict(_parametrized_layers(module))
+        reference = np.abs(explanation.map) if self.absolute else explanation.map
+        rho, ssim, names, n_evals = [1.0], [1.0], ["original"], 0
+        done = 0
+        for cut in cuts:
+            with torch.no_grad():
+                for i in top_down[done:cut]:
+                    for p in copied[layers[i][0]].parameters(recurse=False):
+                        std = float(p.detach().float().std()) if p.numel() > 1 else 0.0
+                        std = std if std > 0 and math.isfinite(std) else 0.05
+                        p.copy_((torch.randn(p.shape, generator=g) * std).to(p.device, p.dtype))
+            done = cut
+            rand_model = _copy_model(model, module)
+            exp = _explain_again(rand_model, image, explanation, explanation.seed or 0, self.batch_size,
+                                 self.progress)
+            n_evals += exp.n_evals
+            m = np.abs(exp.map) if self.absolute else exp.map
+            rho.append(spearman(reference, m))
+            ssim.append(map_ssim(reference, m))
+            names.append(layers[top_down[cut - 1]][0] or "(root)")
+        return MetricResult(
+            name=self.name,
+            score=rho[-1],
+            higher_is_better=self.higher_is_better,
+            x=np.arange(len(rho), dtype=np.float64),
+            y=np.asarray(rho, dtype=np.float64),
+            x_label="cascade step (layers randomized from the top)",
+            y_label="Spearman correlation with the original map",
+            details={"ssim": np.asarray(ssim), "randomized_down_to": names, "layers_randomized": [0] + cuts,
+                     "n_layers": len(layers), "absolute": self.absolute},
+            n_evals=n_evals,
+        )
+
+
+# ----------------------------------------------------------------------------- stability
+@dataclass(frozen=True)
+class Stability:
+    """Agreement of the method with itself under ``k`` seeds (higher is better).
+
+    Re-runs the explanation's method with seeds ``seed, seed+1, ..., seed+k-1`` (the explanation itself is the
+    first); score: mean pairwise Spearman correlation; ``details['top_iou']``: mean pairwise IoU of the top
+    ``top_fraction`` of pixels. Curve: the pairwise correlations.
+    """
+
+    k: int = 5
+    top_fraction: float = 0.1
+    batch_size: int | None = None
+    progress: bool = False
+    name = "stability"
+    higher_is_better = True
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 2:
+            raise ValueError(f"k: expected an int >= 2 (seeds), got {self.k!r}")
+        if not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError(f"top_fraction: expected a fraction in (0, 1], got {self.top_fraction!r}")
+
+    def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
+        """Re-explain under ``k - 1`` further seeds and compare all pairs."""
+        if explanation is None:
+            raise TypeError("stability: missing the explanation to evaluate")
+        explanation = _check_explanation(explanation)
+        if image is None:
+            image = explanation.image
+            if image is None:
+                raise ValueError("image: the explanation keeps no image; pass the image explicitly")
+        base_seed = explanation.seed or 0
+        maps, n_evals = [explanation.map], 0
+        for s in range(1, self.k):
+            exp = _explain_again(model, image, explanation, base_seed + s, self.batch_size, self.progress)
+            maps.append(exp.map)
+            n_evals += exp.n_evals
+        pairs = list(itertools.combinations(range(self.k), 2))
+        rho = np.asarray([spearman(maps[i], maps[j]) for i, j in pairs])
+        iou = np.asarray([top_iou(maps[i], maps[j], self.top_fraction) for i, j in pairs])
+        return MetricResult(
+            name=self.name,
+            score=float(rho.mean()),
+            higher_is_better=True,
+            x=np.arange(len(pairs), dtype=np.float64),
+            y=rho,
+            x_label="pair of seeds",
+            y_label="Spearman correlation",
+            details={"top_iou": float(iou.mean()), "pairwise_top_iou": iou, "pairs": pairs,
+                     "seeds": [base_seed + s for s in range(self.k)], "top_fraction": self.top_fraction},
+            n_evals=n_evals,
+        )
+
+
+# ----------------------------------------------------------------------------- pointing game
+@dataclass(frozen=True)
+class PointingGame:
+    """Hit (1) when the map's maximum lies within ``tolerance`` pixels of the object, else miss (0).
+
+    The object is an H x W boolean mask at the explanation's resolution, or a box (x0, y0, x1, y1) in its
+    pixels (x1, y1 exclusive). ``tolerance``: 15 pixels, as in TorchRay.
+    """
+
+    tolerance: float = 15.0
+    name = "pointing_game"
+    higher_is_better = True
+
+    def __post_init__(self):
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float, np.number)) or self.tolerance < 0:
+            raise ValueError(f"tolerance: expected a non-negative number of pixels, got {self.tolerance!r}")
+
+    def __call__(self, explanation: Explanation, truth) -> MetricResult:
+        """``truth``: the object's mask (H x W bool) or box (x0, y0, x1, y1)."""
+        explanation = _check_explanation(explanation)
+        m = np.asarray(explanation.map, dtype=np.float64)
+        h, w = m.shape
+        arr = np.asarray(truth)
+        if arr.ndim == 1 and arr.size == 4:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in arr)
+            if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+                raise ValueError(f"truth: box {tuple(arr.tolist())} must satisfy 0 <= x0 < x1 <= {w}, "
+                                 f"0 <= y0 < y1 <= {h}")
+            mask = np.zeros((h, w), dtype=bool)
+            mask[y0:y1, x0:x1] = True
+        elif arr.shape == (h, w):
+            mask = arr.astype(bool)
+            if not mask.any():
+                raise ValueError("truth: the mask is empty")
+        else:
+            raise ValueError(f"truth: expected a {h} x {w} mask or a box (x0, y0, x1, y1), got shape {arr.shape}")
+        py, px = np.unravel_index(int(np.argmax(m)), m.shape)
+        ys, xs = np.nonzero(mask)
+        dist = float(np.sqrt(np.min((ys - py) ** 2 + (xs - px) ** 2)))
+        hit = dist <= self.tolerance
+        return MetricResult(
+            name=self.name,
+            score=float(hit),
+            higher_is_better=True,
+            x=np.asarray([px], dtype=np.float64),
+            y=np.asarray([py], dtype=np.float64),
+            x_label="column of the maximum",
+            y_label="row of the maximum",
+            details={"point": (int(py), int(px)), "distance": dist, "tolerance": float(self.tolerance), "hit": hit},
+        )
+
+
+#: ready-made metrics with default settings (immutable; make a configured one with e.g. ``Deletion(step=0.01)``).
+deletion = Deletion()
+insertion = Insertion()
+randomization = Randomization()
+stability = Stability()
+pointing_game = PointingGame()
+
+#: metric name -> default instance (the CLI's and compare's choices).
+METRICS = {"deletion": deletion, "insertion": insertion, "randomization": randomization, "stability": stability}
+
+
+def evaluate(
+    model,
+    image,
+    explanation: Explanation,
+    metrics: Sequence[str] = ("deletion", "insertion"),
+    *,
+    truth=None,
+    step: float | int = DEFAULT_STEP,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> dict[str, MetricResult]:
+    """Run the named metrics (keys of :data:`METRICS`, plus ``pointing_game`` when ``truth`` is given).
+
+    ``step`` and ``seed`` configure deletion and insertion; returns name -> :class:`MetricResult`.
+    """
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    unknown = [m for m in metrics if m not in METRICS and m != "pointing_game"]
+    if unknown:
+        raise ValueError(f"metrics: unknown {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join([*METRICS, 'pointing_game'])}")
+    made = {
+        "deletion": Deletion(step=step, seed=seed, batch_size=batch_size, progress=progress),
+        "insertion": Insertion(step=step, seed=seed, batch_size=batch_size, progress=progress),
+        "randomization": Randomization(seed=seed, batch_size=batch_size),
+        "stability": Stability(batch_size=batch_size),
+    }
+    out: dict[str, MetricResult] = {}
+    for name in metrics:
+        if name == "pointing_game":
+            if truth is None:
+                raise ValueError("metrics: pointing_game needs truth= (a mask or a box)")
+            out[name] = pointing_game(explanation, truth)
+        else:
+            out[name] = made[name](model, image, explanation)
+    if truth is not None and "pointing_game" not in out:
+        out["pointing_game"] = pointing_game(explanation, truth)
+    return out
