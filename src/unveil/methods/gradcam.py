@@ -1,0 +1,112 @@
+"""Grad-CAM (Selvaraju et al. 2017): the feature maps A_k of a convolutional layer weighted by the spatial mean
+of d score / d A_k, summed over k, then ReLU. The coarse map (the layer's resolution) is returned with
+``interpolation="bilinear"``, so the pipeline upsamples it to the image.
+
+The layer's output is captured by a forward hook that exists only during the call (removed in ``finally``);
+the gradient is taken with ``torch.autograd.grad`` with respect to that output, so no backward hooks and no
+``.grad`` are left on the user's module.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .gradients import Attributor, _require_torch, check_output, register_attributor, run_attributor, target_scores
+from .registry import Context, MethodResult, register
+
+__all__ = ["resolve_layer", "gradcam_maps", "build_gradcam"]
+
+
+def resolve_layer(net: torch.nn.Module, layer: str | None) -> tuple[str | None, torch.nn.Module | None]:
+    """(name, module) for ``layer`` (a dotted submodule name); (None, None) for the default (found while
+    running: the last ``torch.nn.Conv2d`` the forward pass calls)."""
+    if layer is None:
+        if not any(isinstance(m, torch.nn.Conv2d) for m in net.modules()):
+            raise ValueError("gradcam: the model has no torch.nn.Conv2d layer; pass layer='<module name>'")
+        return None, None
+    if not isinstance(layer, str):
+        raise TypeError(f"layer: expected a module name (str), got {type(layer).__name__}")
+    names = dict(net.named_modules())
+    if layer not in names or layer == "":
+        convs = [n for n, m in names.items() if isinstance(m, torch.nn.Conv2d)][-5:]
+        raise ValueError(f"layer: the model has no submodule {layer!r}; its last convolutions are {convs}")
+    return layer, names[layer]
+
+
+def gradcam_maps(
+    model, xs: torch.Tensor, target: int, *, layer: str | None = None, output: str = "logit", batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Grad-CAM of N inputs (N x C x H x W in [0, 1]).
+
+    Returns (N x 1 x h x w maps after ReLU, the same before ReLU, the layer's name); h x w is the layer's
+    output resolution.
+    """
+    _require_torch(model)
+    net = model.fn
+    name, module = resolve_layer(net, layer)
+    targets = [(name, module)] if module is not None else [
+        (n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)
+    ]
+    maps, raws = [], []
+    used = name
+    for s in range(0, xs.shape[0], batch_size):
+        seen: list = []
+        handles = []
+        try:
+            for n, m in targets:
+                handles.append(m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, out))))
+            xb = xs[s : s + batch_size].detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                sc = target_scores(model, model.forward(xb), target, output)
+                if not seen:
+                    raise ValueError(f"gradcam: layer {used or 'conv'!r} was not called by the forward pass")
+                used, a = seen[-1]
+                if not isinstance(a, torch.Tensor) or a.dim() != 4:
+                    raise ValueError(f"gradcam: layer {used!r} gives {type(a).__name__} "
+                                     f"{tuple(getattr(a, 'shape', ()))}; expected N x K x h x w feature maps")
+                (g,) = torch.autograd.grad(sc.sum(), a, allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+            seen.clear()
+        if g is None:
+            g = torch.zeros_like(a)
+        alpha = g.detach().float().mean(dim=(2, 3), keepdim=True)
+        raw = (alpha * a.detach().float()).sum(dim=1, keepdim=True)
+        raws.append(raw)
+        maps.append(torch.relu(raw))
+    return torch.cat(maps), torch.cat(raws), used
+
+
+def build_gradcam(ctx: Context, *, layer: str | None = None, output: str = "logit") -> Attributor:
+    check_output(output)
+    _require_torch(ctx.model)
+    resolve_layer(ctx.model.fn, layer)
+    extras: dict = {}
+
+    def attribute(xs):
+        m, raw, used = gradcam_maps(ctx.model, xs, ctx.target, layer=layer, output=output,
+                                    batch_size=ctx.batch_size)
+        extras["layer"] = used
+        extras["raw_map"] = raw[0, 0].cpu().numpy()
+        return m
+
+    return Attributor(attribute, reduce=lambda a: a[:, 0], interpolation="bilinear", extras=extras)
+
+
+register_attributor("gradcam", build_gradcam)
+
+
+@register(
+    "gradcam",
+    family="gradient",
+    needs_gradients=True,
+    description="Grad-CAM (Selvaraju et al. 2017): ReLU of a conv layer's gradient-weighted feature maps",
+)
+def gradcam(ctx: Context, *, layer: str | None = None, output: str = "logit") -> MethodResult:
+    """``layer``: a submodule name (``dict(net.named_modules())``), default the last ``Conv2d`` called.
+    The coarse map is upsampled to the image bilinearly; ``extras["raw_map"]``: before the ReLU;
+    ``extras["layer"]``: the layer used."""
+    result = run_attributor(ctx, build_gradcam(ctx, layer=layer, output=output))
+    result.extras.pop("attribution", None)  # the map itself (1 x h x w)
+    return result

@@ -1,0 +1,491 @@
+"""epsilon-LRP and DeepLIFT (Rescale) as modified chain rules (Ancona et al., ICLR 2018; DeepExplain's way).
+
+Both methods are ordinary backpropagation in which the local derivative of every elementwise nonlinearity
+y = g(z) is replaced by a *multiplier*:
+
+- epsilon-LRP: g(z) / (z + eps * sign(z)) (sign(0) = +1), then attribution = gradient x input;
+- DeepLIFT-Rescale: (g(z) - g(z0)) / (z - z0) with z0 the same unit's input on the baseline (a reference
+  forward pass), the ordinary derivative g'(z) where |z - z0| <= 1e-5; attribution = gradient x (input -
+  baseline).
+
+Three separate pieces:
+
+- rules are data: a list of ``(module type(s), rule)`` pairs (:data:`ELEMENTWISE`, :func:`elrp_rules`,
+  :func:`deeplift_rules`); the first matching pair wins, so a user extends the list by putting pairs in front
+  (option ``rules=`` of both methods), e.g. ``[(MyActivation, Rescale())]`` or ``[(nn.Hardswish, Gradient())]``;
+- :class:`ModifiedChainRule`, a context manager that installs forward hooks on the matched modules of a
+  module and removes them on exit (also after an exception): the user's module object is not changed;
+- the attribution itself (:func:`modified_gradients`), which uses ``Model.forward`` (counted) in chunks.
+
+Unsupported nonlinearities raise a clear ``ValueError`` naming them: any module from ``torch.nn``'s
+activation family without a rule, and any functional nonlinearity (``torch.sigmoid``, ``F.relu``, ``x.tanh()``,
+``F.softmax``, ...) called outside a ruled module, detected while the rules are active. Linear layers,
+batch norm (in eval mode), pooling (max pooling by its gradient, as DeepExplain) and additions pass their
+ordinary gradient. The default model, EfficientNet-Lite0, uses ``nn.ReLU6`` modules only; the
+``efficientnet_lite_pytorch`` package's ``Swish`` / ``MemoryEfficientSwish`` modules have rules too (but the
+non-lite squeeze-and-excitation gate calls ``torch.sigmoid`` functionally and is reported as unsupported).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .gradients import (
+    Attributor,
+    check_output,
+    register_attributor,
+    run_attributor,
+    sum_channels,
+    target_scores,
+    completeness_error,
+    _require_torch,
+)
+from ..perturb import make_baseline
+from .registry import Context, MethodResult, register
+
+__all__ = [
+    "Rule",
+    "Epsilon",
+    "Rescale",
+    "Gradient",
+    "ELEMENTWISE",
+    "elrp_rules",
+    "deeplift_rules",
+    "ModifiedChainRule",
+    "modified_gradients",
+    "UnsupportedNonlinearity",
+]
+
+
+class UnsupportedNonlinearity(ValueError):
+    """A nonlinearity without a rule was found in the model (the message names it)."""
+
+
+# ----------------------------------------------------------------------------- rules
+class Rule:
+    """How the backward of one elementwise nonlinearity y = module(z) is replaced.
+
+    ``multiplier(module, z, y, z0, y0)`` returns the tensor that replaces dy/dz (broadcastable to z), or None
+    to keep the ordinary gradient. ``z0``, ``y0``: the unit's input and output on the baseline (only given,
+    and recorded, when ``needs_reference``).
+    """
+
+    needs_reference = False
+
+    def multiplier(self, module, z, y, z0=None, y0=None):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Gradient(Rule):
+    """Keep the ordinary gradient (mark a nonlinearity as accepted as it is)."""
+
+    def multiplier(self, module, z, y, z0=None, y0=None):
+        return None
+
+    def __repr__(self):
+        return "Gradient()"
+
+
+class Epsilon(Rule):
+    """epsilon-LRP: g(z) / (z + eps * sign(z)), sign(0) = +1."""
+
+    def __init__(self, eps: float = 1e-4):
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:
+            raise ValueError(f"eps: expected a non-negative float, got {eps!r}")
+        self.eps = float(eps)
+
+    def multiplier(self, module, z, y, z0=None, y0=None):
+        stab = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+        return y / (z + self.eps * stab)
+
+    def __repr__(self):
+        return f"Epsilon({self.eps})"
+
+
+def local_gradient(module: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """g'(z) of an elementwise module, by autograd through its own ``forward`` (hooks not run)."""
+    with torch.enable_grad():
+        leaf = z.detach().clone().requires_grad_(True)
+        y = module.forward(leaf.clone())  # a non-leaf copy, so in-place activations are fine
+        (g,) = torch.autograd.grad(y.sum(), leaf)
+    return g
+
+
+class Rescale(Rule):
+    """DeepLIFT Rescale: (g(z) - g(z0)) / (z - z0); g'(z) where |z - z0| <= ``threshold``."""
+
+    needs_reference = True
+
+    def __init__(self, threshold: float = 1e-5):
+        self.threshold = float(threshold)
+
+    def multiplier(self, module, z, y, z0=None, y0=None):
+        dz = z - z0
+        far = dz.abs() > self.threshold
+        m = (y - y0) / torch.where(far, dz, torch.ones_like(dz))
+        if not bool(far.all()):
+            m = torch.where(far, m, local_gradient(module, z))
+        return m
+
+    def __repr__(self):
+        return f"Rescale({self.threshold})"
+
+
+def _efficientnet_swish_types() -> tuple[type, ...]:
+    try:
+        from efficientnet_lite_pytorch.utils import MemoryEfficientSwish, Swish
+    except Exception:  # pragma: no cover - package missing
+        return ()
+    return (Swish, MemoryEfficientSwish)
+
+
+_nn = torch.nn
+#: the elementwise nonlinearities the default rule lists cover (GELU: both the exact and the tanh form).
+ELEMENTWISE: tuple[type, ...] = (
+    _nn.ReLU, _nn.ReLU6, _nn.LeakyReLU, _nn.Sigmoid, _nn.Tanh, _nn.SiLU, _nn.GELU, _nn.ELU, _nn.Softplus,
+    _nn.Hardtanh,
+) + _efficientnet_swish_types()
+
+
+def elrp_rules(eps: float = 1e-4) -> list[tuple]:
+    """The default (module types, rule) list of epsilon-LRP."""
+    return [(ELEMENTWISE, Epsilon(eps))]
+
+
+def deeplift_rules(threshold: float = 1e-5) -> list[tuple]:
+    """The default (module types, rule) list of DeepLIFT-Rescale."""
+    return [(ELEMENTWISE, Rescale(threshold))]
+
+
+def _check_rules(rules) -> list[tuple]:
+    if rules is None:
+        return []
+    try:
+        pairs = list(rules)
+    except TypeError:
+        raise TypeError(f"rules: expected a list of (module type, Rule) pairs, got {type(rules).__name__}") from None
+    for pair in pairs:
+        ok = isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], Rule)
+        types = pair[0] if ok and isinstance(pair[0], tuple) else (pair[0],) if ok else ()
+        if not ok or not types or not all(isinstance(t, type) and issubclass(t, torch.nn.Module) for t in types):
+            raise TypeError(f"rules: each entry must be (module type or tuple of types, Rule), got {pair!r}")
+    return pairs
+
+
+# activation modules that need a rule: everything torch.nn defines as an activation
+_ACTIVATION_MODULE = "torch.nn.modules.activation"
+_NEUTRAL = (_nn.MultiheadAttention,)  # in that module but not an elementwise nonlinearity we can judge
+
+#: names of functional nonlinearities detected outside ruled modules (torch.*, F.*, Tensor methods).
+FUNCTIONAL_NONLINEARITIES = frozenset(
+    n + s
+    for n in (
+        "relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "elu", "selu", "celu",
+        "softplus", "softsign", "hardswish", "hardsigmoid", "mish", "logsigmoid", "expit", "softmax",
+        "log_softmax", "softmin", "rrelu", "prelu", "glu", "tanhshrink", "softshrink", "hardshrink", "threshold",
+    )
+    for s in ("", "_")
+)
+
+
+# ----------------------------------------------------------------------------- the context manager
+class _Multiply(torch.autograd.Function):
+    """Forward: y unchanged; backward: the incoming gradient times the multiplier (nothing to y's own graph)."""
+
+    @staticmethod
+    def forward(ctx, z, y, m):
+        ctx.save_for_backward(m)
+        ctx.shape = z.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (m,) = ctx.saved_tensors
+        g = grad * m
+        if g.shape != ctx.shape:
+            g = g.expand(ctx.shape)
+        return g, None, None
+
+
+class _Guard(TorchFunctionMode):
+    def __init__(self, owner: "ModifiedChainRule"):
+        super().__init__()
+        self.owner = owner
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.owner._inside == 0 and getattr(func, "__name__", "") in FUNCTIONAL_NONLINEARITIES:
+            raise UnsupportedNonlinearity(
+                f"the model calls the nonlinearity {func.__name__!r} as a function (not a module), so "
+                f"{self.owner.method_name} cannot replace its backward; make it a module (e.g. torch.nn."
+                "Sigmoid) with a rule, or explain a model whose forward returns logits"
+            )
+        return func(*args, **(kwargs or {}))
+
+
+class ModifiedChainRule(contextlib.AbstractContextManager):
+    """Inside ``with``: the backward of each ruled nonlinearity of ``module`` is replaced by its rule.
+
+    ``rules``: (module type(s), :class:`Rule`) pairs, the first match wins. On entry, every activation module
+    of ``module`` must match a rule (else :class:`UnsupportedNonlinearity`, naming it); on exit all hooks are
+    removed. ``reference()`` is a block whose forward passes record each ruled unit's input and output (the
+    baseline run of DeepLIFT) instead of changing anything; later passes use those records in call order.
+    """
+
+    def __init__(self, module: torch.nn.Module, rules: Sequence[tuple], method_name: str = "this method"):
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.rules = _check_rules(rules)
+        self.method_name = method_name
+        self._handles: list = []
+        self._guard: _Guard | None = None
+        self._inside = 0
+        self._stack: list = []
+        self._recording = False
+        self._refs: list | None = None
+        self._call = 0
+        self.n_units = 0
+
+    def rule_for(self, m: torch.nn.Module) -> Rule | None:
+        for types, rule in self.rules:
+            if isinstance(m, types):
+                return rule
+        return None
+
+    def _matched(self) -> list[tuple[str, torch.nn.Module, Rule]]:
+        found, missing = [], []
+        for name, m in self.module.named_modules():
+            rule = self.rule_for(m)
+            if rule is not None:
+                found.append((name, m, rule))
+            elif type(m).__module__ == _ACTIVATION_MODULE and not isinstance(m, _NEUTRAL):
+                missing.append(f"{name or '(root)'} ({type(m).__name__})")
+        if missing:
+            raise UnsupportedNonlinearity(
+                f"{self.method_name} has no rule for the nonlinearit{'y' if len(missing) == 1 else 'ies'} "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; pass rules=[(type, rule), ...] "
+                "(e.g. Rescale(), Epsilon(), or Gradient() to keep its gradient)"
+            )
+        return found
+
+    # hooks ---------------------------------------------------------------
+    def _pre(self, rule):
+        def hook(module, args):
+            if self._inside > 0 or not args or not isinstance(args[0], torch.Tensor):
+                self._stack.append(None)  # nested in another ruled unit: leave it alone
+                self._inside += 1
+                return None
+            z = args[0]
+            self._stack.append(z)
+            self._inside += 1
+            if getattr(module, "inplace", False):
+                return (z.clone(),) + tuple(args[1:])  # keep z intact for the rule
+            return None
+
+        return hook
+
+    def _post(self, rule):
+        def hook(module, args, y):
+            try:
+                z = self._stack.pop()
+                if z is None or not isinstance(y, torch.Tensor):
+                    return None
+                if self._recording:
+                    if rule.needs_reference:
+                        self._refs.append((z.detach(), y.detach()))
+                    return None
+                z0 = y0 = None
+                if rule.needs_reference:
+                    if self._refs is None:
+                        raise RuntimeError(f"{self.method_name}: no reference pass was recorded")
+                    if self._call >= len(self._refs):
+                        raise RuntimeError(
+                            f"{self.method_name}: the forward pass called more nonlinearities than the "
+                            "reference pass did (data-dependent control flow is not supported)"
+                        )
+                    z0, y0 = self._refs[self._call]
+                    self._call += 1
+                    if z0.shape[1:] != z.shape[1:]:
+                        raise RuntimeError(f"{self.method_name}: reference activations do not match the input's")
+                with torch.no_grad():
+                    m = rule.multiplier(module, z.detach(), y.detach(), z0, y0)
+                if m is None:
+                    return None
+                return _Multiply.apply(z, y, m)
+            finally:
+                self._inside -= 1
+
+        return hook
+
+    def _root_pre(self, module, args):
+        self._call = 0
+        self._stack.clear()
+
+    def __enter__(self):
+        matched = self._matched()
+        self.n_units = len(matched)
+        try:
+            self._handles.append(self.module.register_forward_pre_hook(self._root_pre))
+            for _, m, rule in matched:
+                self._handles.append(m.register_forward_pre_hook(self._pre(rule)))
+                self._handles.append(m.register_forward_hook(self._post(rule)))
+            self._guard = _Guard(self)
+            self._guard.__enter__()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def _remove(self):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._stack.clear()
+        self._refs = None
+
+    def __exit__(self, *exc):
+        try:
+            if self._guard is not None:
+                guard, self._guard = self._guard, None
+                guard.__exit__(*exc)
+        finally:
+            self._remove()
+        return False
+
+    @contextlib.contextmanager
+    def unguarded(self):
+        """A block whose functional nonlinearities are allowed (and keep their ordinary gradient)."""
+        self._inside += 1
+        try:
+            yield
+        finally:
+            self._inside -= 1
+
+    @contextlib.contextmanager
+    def reference(self):
+        """Forward passes in this block record the ruled units' (input, output) on the baseline."""
+        self._refs = []
+        self._recording = True
+        try:
+            yield
+        finally:
+            self._recording = False
+
+
+# ----------------------------------------------------------------------------- attribution
+def modified_gradients(
+    model,
+    xs: torch.Tensor,
+    target: int,
+    rules: Sequence[tuple],
+    *,
+    baseline: torch.Tensor | None = None,
+    output: str = "logit",
+    batch_size: int = 16,
+    method_name: str = "modified chain rule",
+) -> tuple[torch.Tensor, dict]:
+    """Modified gradients of the target score for N inputs ``xs`` (N x C x H x W in [0, 1]).
+
+    ``baseline`` (C x H x W) is run once first (recording the reference activations) when a rule needs it.
+    Returns (N x C x H x W gradients, {"score_input": N scores, "score_baseline": float or None}).
+    """
+    _require_torch(model)
+    net = model.fn
+    scores, grads = [], []
+    s_base = None
+    with ModifiedChainRule(net, rules, method_name) as mcr:
+        if any(rule.needs_reference for _, rule in mcr.rules):
+            if baseline is None:
+                raise ValueError(f"{method_name}: the rules need a baseline")
+            with mcr.reference(), torch.no_grad():
+                out = model.forward(baseline.to(xs.device, xs.dtype).unsqueeze(0))
+            with mcr.unguarded():
+                s_base = float(target_scores(model, out, target, output)[0])
+        for s in range(0, xs.shape[0], batch_size):
+            xb = xs[s : s + batch_size].detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = model.forward(xb)
+                with mcr.unguarded():  # the softmax of output="probability" keeps its ordinary gradient
+                    sc = target_scores(model, out, target, output)
+                (g,) = torch.autograd.grad(sc.sum(), xb)
+            scores.append(sc.detach())
+            grads.append(g.detach())
+    return torch.cat(grads), {"score_input": torch.cat(scores), "score_baseline": s_base}
+
+
+def _build(ctx: Context, name: str, rules: list, baseline, output: str, extra_rules) -> Attributor:
+    check_output(output)
+    _require_torch(ctx.model)
+    pairs = _check_rules(extra_rules) + rules
+    base = make_baseline(ctx.x, baseline)
+    info: dict = {}
+
+    def attribute(xs):
+        g, scores = modified_gradients(ctx.model, xs, ctx.target, pairs, baseline=base, output=output,
+                                       batch_size=ctx.batch_size, method_name=name)
+        info.update(scores)
+        return (xs - base.unsqueeze(0)) * g
+
+    att = Attributor(attribute, reduce=sum_channels, baseline=base)
+    att.info = info  # scores of the last attribute() call
+    return att
+
+
+def build_elrp(ctx: Context, *, eps: float = 1e-4, rules=None, output: str = "logit") -> Attributor:
+    return _build(ctx, "elrp", elrp_rules(eps), "zero", output, rules)
+
+
+def build_deeplift(ctx: Context, *, baseline="zero", rules=None, output: str = "logit") -> Attributor:
+    return _build(ctx, "deeplift", deeplift_rules(), baseline, output, rules)
+
+
+register_attributor("elrp", build_elrp)
+register_attributor("deeplift", build_deeplift)
+
+
+def _with_completeness(result: MethodResult, att: Attributor, s_base: float | None) -> MethodResult:
+    s_x = float(att.info["score_input"][0])
+    total = float(result.extras["attribution"].astype(np.float64).sum())
+    result.extras.update(score_input=s_x, attribution_sum=total)
+    if s_base is not None:
+        result.extras.update(score_baseline=s_base, completeness_error=completeness_error(total, s_x, s_base))
+    return result
+
+
+@register(
+    "elrp",
+    family="gradient",
+    needs_gradients=True,
+    description="epsilon-LRP as a modified chain rule (Ancona et al. 2018): g(z)/z backward, times the input",
+)
+def elrp(ctx: Context, *, eps: float = 1e-4, rules=None, output: str = "logit") -> MethodResult:
+    """Input times the gradient in which each nonlinearity's derivative is g(z) / (z + eps sign z).
+
+    ``eps``: the stabilizer (default 1e-4). ``rules``: extra (module type(s), Rule) pairs tried before the
+    defaults (see :mod:`unveil.methods.modified_rules`). ``output``: ``"logit"`` (default) or
+    ``"probability"``. The map sums channels.
+    """
+    att = build_elrp(ctx, eps=eps, rules=rules, output=output)
+    return _with_completeness(run_attributor(ctx, att), att, None)
+
+
+@register(
+    "deeplift",
+    family="gradient",
+    needs_gradients=True,
+    description="DeepLIFT-Rescale as a modified chain rule (Ancona et al. 2018), against a baseline",
+)
+def deeplift(ctx: Context, *, baseline="zero", rules=None, output: str = "logit") -> MethodResult:
+    """(input - baseline) times the gradient in which each nonlinearity's derivative is
+    (g(z) - g(z0)) / (z - z0) against a reference pass on ``baseline`` (``"zero"`` by default; any of the
+    Perturber's baselines or an image). Two forward passes. ``extras["completeness_error"]`` is
+    |sum of attributions - (s(x) - s(baseline))| / |s(x) - s(baseline)| (zero up to rounding on networks
+    made of linear layers and ruled nonlinearities)."""
+    att = build_deeplift(ctx, baseline=baseline, rules=rules, output=output)
+    result = run_attributor(ctx, att)
+    return _with_completeness(result, att, att.info["score_baseline"])

@@ -1,0 +1,417 @@
+"""Gradient methods against independent truth: captum on the same tensors, exact formulas, completeness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import unveil
+from unveil.methods.gradients import ig_nodes, input_gradients
+from unveil.methods.modified_rules import (
+    ModifiedChainRule,
+    Rescale,
+    UnsupportedNonlinearity,
+    deeplift_rules,
+)
+
+from test_conformance import hook_count
+
+captum_attr = pytest.importorskip("captum.attr")
+
+SIZE = 12
+
+
+def _init(net: nn.Module, seed: int, scale: float = 0.5) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return net.eval()
+
+
+class SmallNet(nn.Module):
+    """conv-ReLU-conv-Tanh-avgpool-linear-Sigmoid-linear: 3 x 12 x 12 -> 5 logits; distinct module per use."""
+
+    def __init__(self, seed=0, bias=True):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1, bias=bias)
+        self.a1 = nn.ReLU()
+        self.c2 = nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=bias)
+        self.a2 = nn.Tanh()
+        self.pool = nn.AvgPool2d(2)
+        self.l1 = nn.Linear(8 * 3 * 3, 16, bias=bias)
+        self.a3 = nn.Sigmoid()
+        self.l2 = nn.Linear(16, 5, bias=bias)
+        _init(self, seed)
+
+    def forward(self, x):
+        z = self.pool(self.a2(self.c2(self.a1(self.c1(x)))))
+        return self.l2(self.a3(self.l1(z.flatten(1))))
+
+
+class ReluNet(nn.Module):
+    """Only linear layers and ReLU (optionally bias-free, in-place, or one ReLU module used twice)."""
+
+    def __init__(self, seed=0, bias=True, inplace=False, reuse=False, act=None):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1, bias=bias)
+        self.bn = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1, bias=bias)
+        self.act1 = act if act is not None else nn.ReLU(inplace=inplace)
+        self.act2 = self.act1 if reuse else (act if act is not None else nn.ReLU(inplace=inplace))
+        self.fc = nn.Linear(8, 4, bias=bias)
+        _init(self, seed)
+        if not bias:
+            with torch.no_grad():
+                self.bn.bias.zero_()
+                self.bn.running_mean.zero_()
+        else:
+            with torch.no_grad():
+                self.bn.running_var.abs_().add_(0.5)
+
+    def forward(self, x):
+        z = self.act2(self.c2(self.act1(self.bn(self.c1(x)))))
+        return self.fc(z.mean(dim=(2, 3)))
+
+
+def wrap(net, batch_size=16):
+    """A unveil.Model without normalization, so captum and unveil see the same input tensor."""
+    return unveil.Model(net, input_size=(SIZE, SIZE), batch_size=batch_size)
+
+
+@pytest.fixture
+def img():
+    rng = np.random.default_rng(1)
+    return rng.random((SIZE, SIZE, 3)).astype(np.float32)
+
+
+def explain(model, image, method, **kw):
+    return unveil.explain(model, image, method=method, progress=False, **kw)
+
+
+def as_input(model, image):
+    return model.prepare(image)[1].unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------- captum agreement
+def test_saliency_and_grad_input_match_captum(img):
+    net = SmallNet()
+    model = wrap(net)
+    x = as_input(model, img)
+    sal = explain(model, img, "saliency", target=2)
+    ref = captum_attr.Saliency(net).attribute(x.clone().requires_grad_(True), target=2, abs=True)[0]
+    np.testing.assert_allclose(sal.extras["attribution"], ref.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(sal.map, ref.amax(0).detach().numpy(), atol=1e-6)
+    gi = explain(model, img, "grad_input", target=2)
+    ref = captum_attr.InputXGradient(net).attribute(x.clone().requires_grad_(True), target=2)[0]
+    np.testing.assert_allclose(gi.extras["attribution"], ref.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(gi.map, ref.sum(0).detach().numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle"])
+@pytest.mark.parametrize("baseline", ["zero", "mean"])
+def test_integrated_gradients_match_captum(img, rule, baseline):
+    net = SmallNet(seed=3)
+    model = wrap(net, batch_size=7)  # chunks that do not divide the 20 steps
+    x = as_input(model, img)
+    exp = explain(model, img, "integrated_gradients", target=1, n_steps=20, integration=rule, baseline=baseline)
+    base = unveil.perturb.make_baseline(x[0], baseline).unsqueeze(0)
+    ref = captum_attr.IntegratedGradients(net).attribute(x.clone().requires_grad_(True), base, target=1, n_steps=20, method=rule)
+    np.testing.assert_allclose(exp.extras["attribution"], ref[0].detach().numpy(), atol=1e-4)
+    assert exp.n_evals == 1 + 20 + 2  # target probabilities, the path, s(x) and s(baseline)
+
+
+def test_trapezoid_is_the_true_trapezoid_rule():
+    """Our trapezoid weights sum to 1 (alpha = k/(n-1)); captum's sum to (n-1)/n, so its result is ours x (n-1)/n."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    for n in (2, 5, 50):
+        a, w = ig_nodes(n, "riemann")
+        steps, alphas = approximation_parameters("riemann_trapezoid")
+        np.testing.assert_allclose(a, alphas(n), atol=1e-6)
+        np.testing.assert_allclose(w * (n - 1) / n, steps(n), atol=1e-12)
+        assert w.sum() == pytest.approx(1.0)
+        for m in ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle"):
+            a, w = ig_nodes(n, m)
+            steps, alphas = approximation_parameters(m)
+            np.testing.assert_allclose(a, alphas(n), atol=1e-6)
+            np.testing.assert_allclose(w, steps(n), atol=1e-12)
+
+
+@pytest.mark.parametrize("baseline", ["zero", "gray"])
+def test_deeplift_matches_captum(img, baseline):
+    net = SmallNet(seed=5)
+    model = wrap(net)
+    x = as_input(model, img)
+    exp = explain(model, img, "deeplift", target=4, baseline=baseline)
+    base = unveil.perturb.make_baseline(x[0], baseline).unsqueeze(0)
+    ref = captum_attr.DeepLift(net).attribute(x.clone().requires_grad_(True), base, target=4)
+    np.testing.assert_allclose(exp.extras["attribution"], ref[0].detach().numpy(), atol=1e-4)
+    assert exp.extras["completeness_error"] < 1e-4
+
+
+# ----------------------------------------------------------------------------- exact answers
+@pytest.mark.parametrize("kw", [{}, {"inplace": True}, {"reuse": True}])
+def test_deeplift_sums_to_the_difference_on_relu_nets(img, kw):
+    net = ReluNet(seed=2, **kw)
+    model = wrap(net, batch_size=1)
+    x = as_input(model, img)
+    for baseline in ("zero", "blur", "mean"):
+        exp = explain(model, img, "deeplift", target=3, baseline=baseline)
+        base = unveil.perturb.make_baseline(x[0], baseline).unsqueeze(0)
+        with torch.no_grad():
+            delta = float(net(x)[0, 3] - net(base)[0, 3])  # independent of the hooks
+        assert abs(delta) > 1e-3
+        assert float(exp.extras["attribution"].astype(np.float64).sum()) == pytest.approx(delta, rel=1e-5, abs=1e-6)
+    if kw:  # in-place and reused activations give the plain net's answer
+        plain = explain(wrap(ReluNet(seed=2)), img, "deeplift", target=3)
+        np.testing.assert_allclose(explain(model, img, "deeplift", target=3).map, plain.map, atol=1e-6)
+
+
+def test_elrp_on_bias_free_relu_net_is_gradient_times_input(img):
+    net = ReluNet(seed=4, bias=False)
+    model = wrap(net)
+    x = as_input(model, img).requires_grad_(True)
+    (g,) = torch.autograd.grad(net(x)[0, 1], x)
+    truth = (g * x).detach()[0].numpy()  # plain autograd, no unveil code
+    for eps in (1e-4, 1e-7, 0.0):
+        exp = explain(model, img, "elrp", target=1, eps=eps)
+        np.testing.assert_allclose(exp.extras["attribution"], truth, rtol=1e-4, atol=1e-6 + 10 * eps)
+    np.testing.assert_allclose(explain(model, img, "grad_input", target=1).extras["attribution"], truth, atol=1e-6)
+    # epsilon-LRP conserves relevance on a bias-free ReLU net: sum = f(x)
+    exp = explain(model, img, "elrp", target=1, eps=0.0)
+    assert exp.extras["attribution_sum"] == pytest.approx(exp.extras["score_input"], rel=1e-4)
+
+
+def test_elrp_formula_on_a_tanh_mlp():
+    """x * W1^T (m * W2^T e_t) with m = tanh(z) / (z + eps sign z): the rule written out by hand."""
+    net = _init(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10), nn.Tanh(), nn.Linear(10, 3)), 7)
+    model = unveil.Model(net, input_size=(4, 4))
+    image = np.random.default_rng(3).random((4, 4, 3)).astype(np.float32)
+    x = as_input(model, image).flatten(1).double()
+    w1, b1 = net[1].weight.double(), net[1].bias.double()
+    w2 = net[3].weight.double()
+    eps = 0.05
+    z = x @ w1.T + b1
+    m = torch.tanh(z) / (z + eps * torch.where(z >= 0, 1.0, -1.0))
+    truth = (x * ((m * w2[2]) @ w1)).reshape(3, 4, 4).detach().numpy()
+    exp = unveil.explain(model, image, method="elrp", target=2, eps=eps, progress=False)
+    np.testing.assert_allclose(exp.extras["attribution"], truth, rtol=1e-4, atol=1e-6)
+    # and it is not the plain gradient x input
+    gi = unveil.explain(model, image, method="grad_input", target=2, progress=False).extras["attribution"]
+    assert np.abs(gi - truth).max() > 1e-3
+
+
+def test_probability_output_is_the_softmax_gradient(img):
+    net = SmallNet(seed=1)
+    model = wrap(net)
+    x = as_input(model, img).requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.softmax(net(x), 1)[0, 0], x)
+    exp = explain(model, img, "saliency", target=0, output="probability")
+    np.testing.assert_allclose(exp.extras["attribution"], g.abs()[0].numpy(), atol=1e-7)
+    with pytest.raises(ValueError, match="output"):
+        explain(model, img, "saliency", output="logits")
+
+
+def test_ig_chunks_respect_batch_size(img):
+    sizes = []
+
+    class Spy(SmallNet):
+        def forward(self, x):
+            sizes.append(x.shape[0])
+            return super().forward(x)
+
+    model = wrap(Spy())
+    exp = explain(model, img, "integrated_gradients", n_steps=200, batch_size=16)
+    assert max(sizes) <= 16 and exp.n_evals == 1 + 200 + 2
+    assert sum(sizes) == exp.n_evals
+    assert exp.extras["completeness_error"] < 0.01
+
+
+def test_smoothgrad_composes_any_base(img):
+    lin = _init(nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 4)), 9)
+    model = wrap(lin)
+    w = lin[1].weight[2].detach().reshape(3, SIZE, SIZE)
+    exp = explain(model, img, "smoothgrad", target=2, n_samples=6, noise=0.3, batch_size=4)
+    np.testing.assert_allclose(exp.map, w.abs().amax(0).numpy(), atol=1e-6)  # gradient of a linear model
+    assert exp.n_evals == 1 + 6
+    net = SmallNet()
+    model = wrap(net)
+    for base, opts in [("grad_input", None), ("deeplift", {"baseline": "gray"}), ("integrated_gradients",
+                                                                                    {"n_steps": 4})]:
+        plain = explain(model, img, base, target=1, **(opts or {}))
+        same = explain(model, img, "smoothgrad", target=1, base=base, base_options=opts, noise=0.0, n_samples=3)
+        np.testing.assert_allclose(same.map, plain.map, rtol=1e-5, atol=1e-6)
+        noisy = explain(model, img, "smoothgrad", target=1, base=base, base_options=opts, n_samples=3)
+        assert np.abs(noisy.map - plain.map).max() > 1e-4
+    sg = explain(model, img, "smoothgrad", base="integrated_gradients", base_options={"n_steps": 4}, n_samples=3)
+    assert sg.n_evals == 1 + 3 * 4
+    with pytest.raises(ValueError, match="base"):
+        explain(model, img, "smoothgrad", base="lime")
+    with pytest.raises(ValueError, match="base_options"):
+        explain(model, img, "smoothgrad", base="saliency", base_options={"n_steps": 3})
+
+
+# ----------------------------------------------------------------------------- rules and errors
+def test_unsupported_nonlinearities_are_named(img):
+    model = wrap(ReluNet(act=nn.Hardswish()))
+    with pytest.raises(UnsupportedNonlinearity, match="Hardswish"):
+        explain(model, img, "deeplift")
+    with pytest.raises(UnsupportedNonlinearity, match="Hardswish"):
+        explain(model, img, "elrp")
+    # rules are data: extend the list and it works (and sums to the difference)
+    exp = explain(model, img, "deeplift", target=0, rules=[(nn.Hardswish, Rescale())])
+    assert exp.extras["completeness_error"] < 1e-4
+    with pytest.raises(TypeError, match="rules"):
+        explain(model, img, "deeplift", rules=[(nn.Hardswish, "rescale")])
+
+    class Functional(ReluNet):
+        def forward(self, x):
+            return torch.sigmoid(super().forward(x))
+
+    with pytest.raises(UnsupportedNonlinearity, match="sigmoid"):
+        explain(wrap(Functional()), img, "deeplift")
+    assert explain(wrap(Functional()), img, "saliency").map.shape == (SIZE, SIZE)  # plain gradients are fine
+
+
+def test_efficientnet_package_swish_has_a_rule(img):
+    from efficientnet_lite_pytorch.utils import MemoryEfficientSwish
+
+    model = wrap(ReluNet(act=MemoryEfficientSwish()))
+    exp = explain(model, img, "deeplift", target=1, baseline="gray")
+    assert exp.extras["completeness_error"] < 1e-4
+
+
+def test_callable_model_gets_type_error(img):
+    model = unveil.Model(lambda b: np.ones((len(b), 3)) / 3, input_size=(SIZE, SIZE))
+    for name in ("saliency", "grad_input", "integrated_gradients", "smoothgrad", "elrp", "deeplift", "gradcam"):
+        with pytest.raises(TypeError, match="gradients"):
+            explain(model, img, name)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        input_gradients(model, torch.zeros(1, 3, SIZE, SIZE), 0)
+
+
+class FailsOnCall(ReluNet):
+    def __init__(self, fail_at):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("boom")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("name,fail_at", [("deeplift", 2), ("deeplift", 3), ("elrp", 2), ("gradcam", 2),
+                                          ("integrated_gradients", 3), ("smoothgrad", 2), ("saliency", 2)])
+def test_nothing_left_after_an_exception(img, name, fail_at):
+    net = FailsOnCall(fail_at)
+    before = set(vars(net)) | {k for m in net.modules() for k in vars(m)}
+    grads = [p.requires_grad for p in net.parameters()]
+    with pytest.raises(RuntimeError, match="boom"):
+        explain(wrap(net, batch_size=2), img, name, n_steps=4) if name == "integrated_gradients" else \
+            explain(wrap(net, batch_size=2), img, name)
+    assert hook_count(net) == 0
+    assert [p.requires_grad for p in net.parameters()] == grads
+    assert all(p.grad is None for p in net.parameters())
+    assert set(vars(net)) | {k for m in net.modules() for k in vars(m)} == before
+    assert not torch.overrides._get_current_function_mode_stack()
+    # and the same module still explains correctly afterwards
+    net.fail_at = -1
+    exp = explain(wrap(net), img, "deeplift", target=0)
+    assert exp.extras["completeness_error"] < 1e-4
+
+
+def test_context_manager_leaves_no_trace():
+    net = ReluNet()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with ModifiedChainRule(net, deeplift_rules()) as mcr:
+        assert mcr.n_units == 2 and hook_count(net) > 0
+    assert hook_count(net) == 0 and not torch.overrides._get_current_function_mode_stack()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+
+
+# ----------------------------------------------------------------------------- grad-cam
+class ColourNet(nn.Module):
+    """Channel 0 of the 1x1 conv detects red, channel 1 blue; logit k = spatial mean of channel k."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]]).view(2, 3, 1, 1))
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.act(self.conv(x))).flatten(1)
+
+
+def test_gradcam_points_at_the_region_the_target_depends_on():
+    image = np.full((24, 24, 3), 0.2, np.float32)
+    image[2:8, 3:9] = [1.0, 0.0, 0.0]  # red, top left
+    image[15:22, 14:21] = [0.0, 0.0, 1.0]  # blue, bottom right
+    model = unveil.Model(ColourNet(), input_size=(24, 24))
+    for target, (ys, xs) in [(0, (slice(2, 8), slice(3, 9))), (1, (slice(15, 22), slice(14, 21)))]:
+        exp = unveil.explain(model, image, method="gradcam", target=target, progress=False)
+        assert exp.extras["layer"] == "conv"
+        inside = np.zeros((24, 24), bool)
+        inside[ys, xs] = True
+        y, x = np.unravel_index(np.argmax(exp.map), exp.map.shape)
+        assert inside[y, x]
+        assert exp.map[inside].mean() > 10 * max(exp.map[~inside].mean(), 1e-6)
+    # formula: ReLU(sum_k mean(dS/dA_k) A_k) at the layer's resolution
+    x = as_input(model, image)
+    a = model.fn.conv(x)
+    truth = torch.relu(a[0, 0] * (a[0, 0] > 0).float().mean() / a[0, 0].numel())
+    exp = unveil.explain(model, image, method="gradcam", target=0, layer="conv", progress=False)
+    np.testing.assert_allclose(np.maximum(exp.extras["raw_map"], 0), truth.detach().numpy(), atol=1e-6)
+
+
+def test_gradcam_layer_option(img):
+    net = SmallNet()
+    model = wrap(net)
+    assert explain(model, img, "gradcam").extras["layer"] == "c2"
+    first = explain(model, img, "gradcam", layer="c1")
+    assert first.extras["layer"] == "c1" and first.extras["raw_map"].shape == (SIZE, SIZE)
+    with pytest.raises(ValueError, match="no submodule 'nope'"):
+        explain(model, img, "gradcam", layer="nope")
+
+
+# ----------------------------------------------------------------------------- the default model
+@pytest.mark.slow
+def test_integrated_gradients_completeness_on_the_default_model(default_model):
+    image = "/work/shared/data/photos/cat.jpg"
+    import os
+
+    if not os.path.exists(image):
+        from skimage.data import chelsea
+
+        image = chelsea().astype(np.float32) / 255
+    errors = {}
+    for n in (50, 200, 500):
+        exp = unveil.explain(default_model, image, method="integrated_gradients", n_steps=n, progress=False,
+                             batch_size=32)
+        errors[n] = exp.extras["completeness_error"]
+    print(f"\nintegrated gradients completeness error (default model, {exp.label}): "
+          + ", ".join(f"{n} steps {e:.4%}" for n, e in errors.items()))
+    assert errors[500] < errors[200] < errors[50]
+    assert errors[500] < 0.02
+
+
+@pytest.mark.slow
+def test_modified_rules_on_the_default_model(default_model):
+    from skimage.data import chelsea
+
+    image = chelsea().astype(np.float32) / 255
+    net = default_model.fn
+    exp = unveil.explain(default_model, image, method="deeplift", progress=False)
+    assert exp.extras["completeness_error"] < 1e-3  # ReLU6, depthwise convs, batch norm: Rescale sums exactly
+    lrp = unveil.explain(default_model, image, method="elrp", progress=False)
+    assert np.isfinite(lrp.map).all() and np.abs(lrp.map).max() > 0
+    cam = unveil.explain(default_model, image, method="gradcam", progress=False)
+    assert cam.extras["layer"] == "_conv_head" and cam.map.min() >= 0
+    assert hook_count(net) == 0 and all(p.grad is None for p in net.parameters())
