@@ -11,6 +11,8 @@ from .images import load_image
 from .methods.registry import method_names, method_specs, register
 from .models import Model, as_model, imagenet_labels, load_model
 from .tuning import tune_cpu
+from . import metrics
+from .compare import compare
 
 __version__ = "0.1.0"
 
@@ -22,6 +24,8 @@ def methods() -> list[str]:
 
 __all__ = [
     "explain",
+    "compare",
+    "metrics",
     "Explanation",
     "Model",
     "as_model",

@@ -149,6 +149,118 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def _float_or_int(text: str):
+    """A fraction (contains '.' or 'e') or an int number of pixels."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a fraction or an int, got {text!r}") from None
+
+
+def _box(text: str):
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 (pixels), got {text!r}")
+    return box
+
+
+def _metric_list(text: str) -> list[str]:
+    from .metrics import METRICS
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METRICS and m != "pointing_game"]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric {', '.join(bad) or '(empty)'}; available: {', '.join([*METRICS, 'pointing_game'])}"
+        )
+    return names
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare
+    from .images import load_image
+
+    check_options(args.methods, args)
+    image = load_image(args.image)  # a bad file fails before the model loads
+    model = load_cli_model(args.model, args.batch_size)
+    options = {m: method_options(m, args) for m in args.methods}
+    options = {m: o for m, o in options.items() if o}
+    cmp = compare(model, args.image, methods=args.methods, budget=args.budget, targets=args.target,
+                  seed=args.seed, options=options, step=args.step, progress=not args.no_progress)
+    path = cmp.save(args.out)
+    if args.json:
+        print(json.dumps({"image": args.image, "report": str(path), "top": cmp.top, "rows": cmp.table()}, indent=2))
+        return 0
+    print(f"{args.image}:")
+    for idx, label, p in cmp.top:
+        print(f"  {idx:4d}  {label:<28s} {p:.4f}")
+    print(f"  {'method':<22s} {'target':<24s} {'evals':>6s} {'seconds':>8s} {'deletion':>9s} {'insertion':>9s}")
+    for r in cmp.table():
+        print(f"  {r['method']:<22s} {str(r['target']) + ' ' + r['label']:<24.24s} {r['n_evals']:>6d} "
+              f"{r['seconds']:>8.2f} {r['deletion_auc']:>9.4f} {r['insertion_auc']:>9.4f}")
+    print(f"report -> {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from . import explain
+    from .images import load_image
+    from .methods.registry import get_method
+    from .metrics import evaluate
+
+    if len(args.method) != 1:
+        raise ValueError(f"--method: evaluate takes one method, got {', '.join(args.method)}")
+    method = args.method[0]
+    check_options(args.method, args)
+    image = load_image(args.image)
+    if args.box is not None and args.mask is not None:
+        raise ValueError("--box and --mask: give one ground truth, not both")
+    truth = args.box
+    if args.mask is not None:
+        truth = load_image(args.mask, name="--mask").mean(axis=2) > 0.5
+        if truth.shape != image.shape[:2]:
+            raise ValueError(f"--mask: shape {truth.shape} differs from the image's {image.shape[:2]}")
+    metrics = list(args.metrics)
+    if truth is None and "pointing_game" in metrics:
+        raise ValueError("--metrics pointing_game needs --box or --mask")
+    model = load_cli_model(args.model, args.batch_size)
+    budget = args.budget if get_method(method).uses_budget else None
+    exp = explain(model, image, method=method, target=args.target, seed=args.seed, budget=budget,
+                  progress=not args.no_progress, **method_options(method, args))
+    results = evaluate(model, image, exp, [m for m in metrics if m != "pointing_game"], truth=truth,
+                       step=args.step, seed=args.seed, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({
+            "image": args.image, "method": exp.method, "target": exp.target, "label": exp.label,
+            "score": exp.score, "n_evals": exp.n_evals, "seconds": exp.seconds, "seed": exp.seed,
+            "budget": budget, "metrics": {k: v.to_dict() for k, v in results.items()},
+        }, indent=2))
+        return 0
+    print(f"{args.image}: {exp.method}, target {exp.target} '{exp.label}' p={exp.score:.4f}, "
+          f"{exp.n_evals} evals, {exp.seconds:.1f} s")
+    print(f"  {'metric':<15s} {'score':>8s}  {'better':<7s} {'evals':>6s}  notes")
+    for name, r in results.items():
+        notes = ""
+        if name == "stability":
+            notes = f"top-{r.details['top_fraction']:.0%} IoU {r.details['top_iou']:.4f}"
+        elif name == "randomization":
+            notes = "SSIM " + " ".join(f"{v:.3f}" for v in np.asarray(r.details["ssim"])[1:])
+        elif name in ("deletion", "insertion"):
+            notes = f"baseline {r.details['baseline']}"
+        elif name == "pointing_game":
+            notes = f"max at (row {r.details['point'][0]}, col {r.details['point'][1]}), {r.details['distance']:.1f} px"
+        print(f"  {name:<15s} {r.score:>8.4f}  {'higher' if r.higher_is_better else 'lower':<7s} {r.n_evals:>6d}  {notes}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unveil", description="Explain why a neural network made a prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +283,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the registered methods")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("compare", help="compare methods on one image; writes a self-contained HTML report")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--methods", type=_method_list, default=["lime", "occlusion"],
+                   help="comma-separated methods (default lime,occlusion)")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--target", type=_target, action="append", default=None,
+                   help="class number or name (repeatable: two targets show the classes side by side)")
+    p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
+    p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
+    p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
+                   help="a method option, given to every chosen method that has it (repeatable)")
+    p.add_argument("--step", type=_float_or_int, default=1 / 50,
+                   help="deletion/insertion step: fraction of the image or int pixels (default 0.02)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
+    p.add_argument("--out", default="report.html", help="the HTML report (default report.html)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("evaluate", help="explain one image and print the metrics (deletion, insertion, ...)")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--method", type=_method_list, default=["lime"], help="the method (default lime)")
+    p.add_argument("--metrics", type=_metric_list, default=["deletion", "insertion"],
+                   help="comma-separated: deletion,insertion,randomization,stability,pointing_game "
+                        "(default deletion,insertion)")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
+    p.add_argument("--budget", type=int, default=None, help="most model evaluations (perturbation methods)")
+    p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
+    p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
+                   help="a method option, e.g. -o n_features=30 (repeatable)")
+    p.add_argument("--step", type=_float_or_int, default=1 / 50,
+                   help="deletion/insertion step: fraction of the image or int pixels (default 0.02)")
+    p.add_argument("--box", type=_box, default=None, metavar="X0,Y0,X1,Y1",
+                   help="object box in image pixels: adds the pointing game")
+    p.add_argument("--mask", default=None, help="object mask image (white = object): adds the pointing game")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (curves included)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

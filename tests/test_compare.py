@@ -1,0 +1,230 @@
+"""compare(), the HTML report, and the CLI's compare / evaluate subcommands, on tiny models."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unveil
+from unveil import metrics
+from unveil.cli import main
+from unveil.methods.registry import method_specs
+
+from conftest import tiny_model
+
+
+class _Report(HTMLParser):
+    """Collects sections, image sources and any external reference of an HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.images, self.external, self.h2 = [], [], [], []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append((a.get("id"), a.get("class")))
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        for key in ("href", "src"):
+            v = a.get(key)
+            if v and not (v.startswith("#") or v.startswith("data:image/png;base64,")):
+                self.external.append(v)
+        if tag in ("link", "script"):
+            self.external.append(tag)
+        self._in_h2 = tag == "h2"
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.h2.append(data)
+            self._in_h2 = False
+
+
+def parse(text: str) -> _Report:
+    p = _Report()
+    p.feed(text)
+    return p
+
+
+FAST = {"lime": {"n_features": 16, "n_samples": 40}, "occlusion": {"window": 8}}
+
+
+def opts(*names):
+    return {n: FAST[n] for n in names if n in FAST}
+
+
+def test_compare_one_target_writes_a_report_with_one_section_per_method(tiny, image, tmp_path):
+    cmp = unveil.compare(tiny, image, methods=["lime", "occlusion"], budget=40, options=opts("lime", "occlusion"), progress=False, step=0.1,
+                         out=tmp_path / "r" / "report.html")
+    assert [e.method for e in cmp.entries] == ["lime", "occlusion"]
+    probs = tiny.probabilities(tiny.prepare(image)[1])[0].numpy()
+    assert cmp.targets == [int(np.argmax(probs))]
+    assert [t[0] for t in cmp.top] == list(np.argsort(-probs)[:5])
+    for e in cmp.entries:
+        exp = e.explanations[0]
+        assert exp.n_evals <= 40 and exp.params["budget"] == 40
+        # the scores in the comparison are the metrics' own on that explanation
+        assert e.deletion[0].score == pytest.approx(metrics.Deletion(step=0.1)(tiny, image, exp).score)
+        assert e.insertion[0].score == pytest.approx(metrics.Insertion(step=0.1)(tiny, image, exp).score)
+        assert len(e.deletion[0].y) == 11
+    rows = cmp.table()
+    assert [r["method"] for r in rows] == ["lime", "occlusion", "random"]
+
+    text = (tmp_path / "r" / "report.html").read_text()
+    page = parse(text)
+    methods = [sid for sid, cls in page.sections if cls == "method"]
+    assert methods == ["method-lime", "method-occlusion"]
+    assert ("classes", None) not in page.sections  # one target: no class comparison
+    assert page.external == []  # self-contained: no network or file references
+    # input, 2 curves, and per method an overlay and a mask; every one a decodable PNG
+    assert len(page.images) == 1 + 2 + 2 * 2
+    for src in page.images:
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for r in rows[:2]:
+        assert f"{r['deletion_auc']:.4f}" in text and f"{r['insertion_auc']:.4f}" in text
+    assert cmp.labels[0] in text
+
+
+def test_top_mask_follows_the_explanation_kind(tiny, image):
+    cmp = unveil.compare(tiny, image, methods=["lime", "occlusion"], options=opts("lime", "occlusion"), top_k=3, top_fraction=0.25, step=0.25,
+                         random_floor=False, progress=False)
+    lime, occ = cmp.entry("lime").explanations[0], cmp.entry("occlusion").explanations[0]
+    np.testing.assert_array_equal(cmp.top_mask(lime), lime.top_mask(3))
+    np.testing.assert_array_equal(cmp.top_mask(occ), occ.top_mask(fraction=0.25))
+    assert cmp.floor is None and [r["method"] for r in cmp.table()] == ["lime", "occlusion"]
+
+
+def test_two_targets_show_the_classes_side_by_side(tiny, image, tmp_path):
+    cmp = unveil.compare(tiny, image, methods=["occlusion"], targets=[2, "class5"], options=opts("occlusion"), progress=False,
+                         step=0.1)
+    e = cmp.entry("occlusion")
+    assert cmp.targets == [2, 5] and [x.target for x in e.explanations] == [2, 5]
+    assert len(e.deletion) == len(e.insertion) == len(cmp.floor) == 2
+    # the two maps are each target's own explanation
+    direct = unveil.explain(tiny, image, method="occlusion", target=5, progress=False, **FAST["occlusion"])
+    np.testing.assert_array_equal(e.explanations[1].map, direct.map)
+    page = parse(cmp.to_html())
+    assert ("classes", None) in page.sections
+    assert "Class comparison" in page.h2
+    # input, 2 curves per target, 2 side-by-side overlays, and overlay + mask per target
+    assert len(page.images) == 1 + 4 + 2 + 4
+
+
+def test_budget_goes_to_perturbation_methods_only(tiny, image):
+    grads = [s.name for s in method_specs() if s.family == "gradient" and s.name in ("saliency", "grad_input")]
+    if not grads:
+        pytest.skip("no gradient method registered")
+    cmp = unveil.compare(tiny, image, methods=["occlusion", grads[0]], budget=20, options=opts("occlusion"), progress=False,
+                         random_floor=False, step=0.25)
+    assert cmp.entry("occlusion").n_evals <= 20
+    assert cmp.entry(grads[0]).explanations[0].params["budget"] is None
+
+
+def test_compare_errors_are_named(tiny, image):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        unveil.compare(tiny, image, methods=["nope"])
+    with pytest.raises(ValueError, match="options"):
+        unveil.compare(tiny, image, methods=["occlusion"], options={"lime": {}})
+    with pytest.raises(ValueError, match="budget"):
+        unveil.compare(tiny, image, methods=["occlusion"], budget=1)
+    with pytest.raises(ValueError, match="named twice"):
+        unveil.compare(tiny, image, methods=["occlusion", "occlusion"])
+    with pytest.raises(ValueError, match="out of range"):
+        unveil.compare(tiny, image, methods=["occlusion"], targets=[99])
+    grads = [s.name for s in method_specs() if s.needs_gradients]
+    if grads:
+        callable_model = unveil.Model(lambda b: np.full((len(b), 3), 1 / 3), input_size=(8, 8))
+        with pytest.raises(TypeError, match="needs gradients"):
+            unveil.compare(callable_model, image, methods=[grads[0]])
+
+
+# ----------------------------------------------------------------------------- the command line
+class Tiny224(torch.nn.Module):
+    """224 x 224 -> 1000 logits in one strided convolution and a linear layer (milliseconds per batch)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 2, 32, stride=32)
+        self.fc = torch.nn.Linear(2 * 7 * 7, 1000)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny224.pt2"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(Tiny224().eval(), (torch.rand(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_cli_compare_writes_the_report(tmp_path, scripted, photo, capsys):
+    out = tmp_path / "rep.html"
+    rc = main(["compare", photo, "--model", scripted, "--methods", "lime,occlusion", "--budget", "24",
+               "--target", "3", "--target", "7", "-o", "n_features=16", "--out", str(out), "--no-progress",
+               "--batch-size", "8", "--step", "0.25"])
+    assert rc == 0
+    page = parse(out.read_text())
+    assert [s for s, c in page.sections if c == "method"] == ["method-lime", "method-occlusion"]
+    assert ("classes", None) in page.sections and page.external == []
+    text = capsys.readouterr().out
+    assert "report ->" in text and text.count("lime") >= 2 and "random" in text
+    rc = main(["compare", photo, "--model", scripted, "--methods", "occlusion", "--budget", "10", "--json",
+               "--out", str(out), "--no-progress", "--step", "0.25", "--batch-size", "8"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0 and data["rows"][0]["method"] == "occlusion" and data["rows"][0]["n_evals"] <= 10
+
+
+def test_cli_evaluate_text_and_json(scripted, photo, capsys):
+    args = ["evaluate", photo, "--model", scripted, "--method", "occlusion", "--budget", "12", "--no-progress",
+            "--box", "0,0,40,30"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    for word in ("deletion", "insertion", "pointing_game", "lower", "higher"):
+        assert word in text
+    assert main(args + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["method"] == "occlusion" and data["n_evals"] <= 12
+    d = data["metrics"]["deletion"]
+    assert d["higher_is_better"] is False and len(d["x"]) == 51  # 224 * 224 pixels, 1/50 per step
+    assert d["score"] == pytest.approx(metrics.auc(d["x"], d["y"]))
+    assert d["details"]["baseline"] == "mean"  # occlusion's own baseline
+    assert data["metrics"]["pointing_game"]["score"] in (0.0, 1.0)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--metrics", "pointing_game"], "needs --box or --mask"),
+    (["--method", "lime,occlusion"], "one method"),
+    (["--box", "0,0,5,5", "--mask", "x.png"], "not both"),
+])
+def test_cli_evaluate_errors(scripted, photo, capsys, extra, message):
+    assert main(["evaluate", photo, "--model", scripted, "--no-progress", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_evaluate_rejects_unknown_metric(photo, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", photo, "--metrics", "bogus"])
+    assert "unknown metric bogus" in capsys.readouterr().err
+    assert tiny_model  # conftest helper shared with the API tests
