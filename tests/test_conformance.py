@@ -18,7 +18,7 @@ from conftest import tiny_model
 FAST = {
     "lime": {"n_samples": 60, "n_features": 16},
     "occlusion": {"window": 8},
-    "streak": {},
+    "streak": {"n_features": 16},
     "shapley": {"n_permutations": 3, "segmentation": "grid", "n_features": 4},
     "kernelshap": {"n_samples": 40, "segmentation": "grid", "n_features": 9},
     "rise": {"n_masks": 40, "s": 4},

@@ -207,3 +207,92 @@ def test_generic_elements_and_bad_input():
     with pytest.raises(ValueError, match="non-finite"):
         streak(lambda sets: [float("nan")] * len(sets), [1, 2], 2)
     assert streak(lambda sets: [0.0] * len(sets), [1, 2], 2).selected == ()
+
+
+# ----------------------------------------------------------------------------- images
+def segment_model(coef: np.ndarray, labels: np.ndarray, bias: float = 0.05):
+    """p(class 0) = bias + sum_k coef_k * mean of channel 0 over segment k; with a white image and a zero
+    baseline, keeping the segments S scores exactly bias + sum_{k in S} coef_k."""
+    k = len(coef)
+    flat_labels = labels.reshape(-1)
+    counts = np.bincount(flat_labels, minlength=k)
+
+    def fn(batch):
+        flat = batch[..., 0].reshape(len(batch), -1)
+        means = np.stack([np.bincount(flat_labels, weights=row, minlength=k) for row in flat]) / counts
+        s = bias + means @ coef
+        return np.stack([s, 1 - s], axis=1)
+
+    return unveil.Model(fn, input_size=labels.shape, outputs="probabilities", batch_size=32)
+
+
+def test_streak_selects_the_two_segments_the_class_depends_on():
+    labels = grid(30, 30, 25)
+    coef = np.full(25, 0.004)
+    coef[[7, 18]] = [0.45, 0.35]
+    model = segment_model(coef, labels)
+    for seed in range(3):
+        exp = unveil.explain(model, np.ones((30, 30, 3), np.float32), method="streak", target=0, seed=seed,
+                             k=2, segmentation=labels, baseline="zero", progress=False)
+        assert set(exp.extras["selected"]) == {7, 18}
+        gains = dict(zip(exp.extras["selected"], exp.extras["gains"]))
+        assert gains == pytest.approx({7: 0.45, 18: 0.35})
+        np.testing.assert_allclose(exp.weights[[7, 18]], [0.45, 0.35], atol=1e-6)
+        assert np.count_nonzero(exp.weights) == 2
+        np.testing.assert_allclose(exp.map, exp.weights[labels], atol=1e-7)  # gains painted on their segments
+        assert set(exp.top_features(2).tolist()) == {7, 18}
+        np.testing.assert_array_equal(exp.top_mask(2), np.isin(labels, [7, 18]))
+        assert exp.extras["value"] == pytest.approx(0.80)
+        assert exp.extras["empty_score"] == pytest.approx(0.05)
+        # model evaluations: the unperturbed input plus every set STREAK asked for (no repeats in a stream)
+        assert exp.n_evals == 1 + exp.extras["oracle_calls"]
+
+
+def test_streak_on_a_torch_model_spends_few_evaluations_and_honours_the_budget(tiny, image):
+    exp = unveil.explain(tiny, image, method="streak", seed=0, n_features=20, progress=False)
+    n_seg = exp.extras["n_features"]
+    assert len(exp.extras["selected"]) <= 5
+    assert exp.n_evals <= 1 + 1 + n_seg * (1 + max_live_instances(5, 0.7))
+    assert exp.extras["max_live"] <= max_live_instances(5, 0.7)
+    capped = unveil.explain(tiny, image, method="streak", seed=0, n_features=20, budget=12, progress=False)
+    assert capped.n_evals <= 12 and capped.extras["stopped"]
+    with pytest.raises(ValueError, match="k"):
+        unveil.explain(tiny, image, method="streak", k=0, progress=False)
+    with pytest.raises(ValueError, match="eps"):
+        unveil.explain(tiny, image, method="streak", eps=1.5, progress=False)
+
+
+# ----------------------------------------------------------------------------- STREAK LIME
+def test_ridge_r2_oracle_matches_sklearn():
+    from sklearn.linear_model import Ridge
+
+    from unveil.methods.streak import ridge_r2_oracle
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(200, 12)).astype(float)
+    y = X @ rng.normal(size=12) + 0.3 * rng.normal(size=200)
+    w = rng.random(200)
+    f = ridge_r2_oracle(X, y, w, alpha=0.7)
+    sets = [(), (3,), (0, 5, 9), tuple(range(12))]
+    for s, v in zip(sets, f(sets)):
+        if not s:
+            assert v == 0.0
+            continue
+        reg = Ridge(alpha=0.7).fit(X[:, list(s)], y, sample_weight=w)
+        assert v == pytest.approx(reg.score(X[:, list(s)], y, sample_weight=w), abs=1e-10)
+
+
+def test_lime_with_streak_selection_picks_the_largest_effects():
+    from unveil.methods import lime as lime_module
+
+    unveil.methods()  # loading the registry registers the selection
+    assert "streak" in lime_module.SELECTIONS
+    labels = grid(24, 24, 9)
+    coef = np.array([0.30, -0.01, 0.02, 0.20, 0.0, -0.25, 0.01, 0.02, 0.01])
+    model = segment_model(coef, labels, bias=0.3)
+    exp = unveil.explain(model, np.ones((24, 24, 3), np.float32), method="lime", target=0, seed=0,
+                         n_samples=400, segmentation=labels, baseline="zero", alpha=1e-6,
+                         selection="streak", n_select=3, progress=False)
+    assert set(exp.extras["selected"]) == {0, 3, 5}
+    np.testing.assert_allclose(exp.weights[[0, 3, 5]], coef[[0, 3, 5]], atol=0.02)
+    assert set(np.flatnonzero(exp.weights)) == {0, 3, 5}
