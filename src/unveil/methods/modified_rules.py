@@ -3,7 +3,7 @@
 Both methods are ordinary backpropagation in which the local derivative of every elementwise nonlinearity
 y = g(z) is replaced by a *multiplier*:
 
-- epsilon-LRP: g(z) / (z + eps * sign(z)) (sign(0) = +1), then attribution = gradient x input;
+- epsilon-LRP: g(z) / (z + eps * sign(z)) (sign(+0.0) = +1), then attribution = gradient x input;
 - DeepLIFT-Rescale: (g(z) - g(z0)) / (z - z0) with z0 the same unit's input on the baseline (a reference
   forward pass), the ordinary derivative g'(z) where |z - z0| <= 1e-5; attribution = gradient x (input -
   baseline).
@@ -19,11 +19,13 @@ Three separate pieces:
 
 Unsupported nonlinearities raise a clear ``ValueError`` naming them: any module from ``torch.nn``'s
 activation family without a rule, and any functional nonlinearity (``torch.sigmoid``, ``F.relu``, ``x.tanh()``,
-``F.softmax``, ...) called outside a ruled module, detected while the rules are active. Linear layers,
+``F.softmax``, ...) called outside a ruled module. Linear layers,
 batch norm (in eval mode), pooling (max pooling by its gradient, as DeepExplain) and additions pass their
 ordinary gradient. The default model, EfficientNet-Lite0, uses ``nn.ReLU6`` modules only; the
 ``efficientnet_lite_pytorch`` package's ``Swish`` / ``MemoryEfficientSwish`` modules have rules too (but the
 non-lite squeeze-and-excitation gate calls ``torch.sigmoid`` functionally and is reported as unsupported).
+Functional nonlinearities are found after the first modified forward pass, by looking for their nodes
+(``SigmoidBackward0``, ...) in the output's autograd graph: ruled units cut their own node out of it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from torch.overrides import TorchFunctionMode
 
 from .gradients import (
     Attributor,
@@ -92,7 +93,7 @@ class Gradient(Rule):
 
 
 class Epsilon(Rule):
-    """epsilon-LRP: g(z) / (z + eps * sign(z)), sign(0) = +1."""
+    """epsilon-LRP: g(z) / (z + eps * sign(z)), sign(+0.0) = +1 (the sign bit decides, as ``copysign``)."""
 
     def __init__(self, eps: float = 1e-4):
         if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:
@@ -100,8 +101,9 @@ class Epsilon(Rule):
         self.eps = float(eps)
 
     def multiplier(self, module, z, y, z0=None, y0=None):
-        stab = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
-        return y / (z + self.eps * stab)
+        den = torch.full_like(z, self.eps).copysign_(z)  # +eps for z >= +0.0, -eps for z <= -0.0
+        m = torch.div(y, den.add_(z), out=den)
+        return m if self.eps > 0 else torch.nan_to_num_(m, nan=0.0)  # eps = 0: 0/0 at z = 0 counts as 0
 
     def __repr__(self):
         return f"Epsilon({self.eps})"
@@ -126,10 +128,10 @@ class Rescale(Rule):
 
     def multiplier(self, module, z, y, z0=None, y0=None):
         dz = z - z0
-        far = dz.abs() > self.threshold
-        m = (y - y0) / torch.where(far, dz, torch.ones_like(dz))
-        if not bool(far.all()):
-            m = torch.where(far, m, local_gradient(module, z))
+        near = dz.abs() <= self.threshold
+        m = (y - y0).div_(dz.masked_fill_(near, 1.0))
+        if bool(near.any()):
+            m = torch.where(near, local_gradient(module, z), m)
         return m
 
     def __repr__(self):
@@ -181,16 +183,32 @@ def _check_rules(rules) -> list[tuple]:
 _ACTIVATION_MODULE = "torch.nn.modules.activation"
 _NEUTRAL = (_nn.MultiheadAttention,)  # in that module but not an elementwise nonlinearity we can judge
 
-#: names of functional nonlinearities detected outside ruled modules (torch.*, F.*, Tensor methods).
-FUNCTIONAL_NONLINEARITIES = frozenset(
-    n + s
-    for n in (
-        "relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "elu", "selu", "celu",
-        "softplus", "softsign", "hardswish", "hardsigmoid", "mish", "logsigmoid", "expit", "softmax",
-        "log_softmax", "softmin", "rrelu", "prelu", "glu", "tanhshrink", "softshrink", "hardshrink", "threshold",
-    )
-    for s in ("", "_")
+#: autograd nodes of nonlinearities; one reachable from the model's output after a modified forward pass
+#: belongs to a nonlinearity that no rule replaced (a functional call such as ``torch.sigmoid(x)``).
+NONLINEAR_NODES = frozenset(
+    {
+        "Relu", "Hardtanh", "LeakyRelu", "Sigmoid", "Tanh", "Silu", "Gelu", "Elu", "Softplus", "Hardswish",
+        "Hardsigmoid", "Mish", "Softmax", "LogSoftmax", "Prelu", "RreluWithNoise", "Softshrink", "Hardshrink",
+        "Threshold", "Glu", "LogSigmoid", "Celu", "Selu", "Softsign",
+    }
 )
+
+
+def unruled_nonlinearities(output: torch.Tensor) -> list[str]:
+    """Names of the nonlinearity nodes (e.g. ``SigmoidBackward0``) in ``output``'s autograd graph."""
+    found, seen = [], set()
+    stack = [output.grad_fn] if output.grad_fn is not None else []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        name = type(node).__name__
+        base = name.split("Backward")[0]
+        if "Backward" in name and base in NONLINEAR_NODES and name not in found:
+            found.append(name)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
 
 
 # ----------------------------------------------------------------------------- the context manager
@@ -212,21 +230,6 @@ class _Multiply(torch.autograd.Function):
         return g, None, None
 
 
-class _Guard(TorchFunctionMode):
-    def __init__(self, owner: "ModifiedChainRule"):
-        super().__init__()
-        self.owner = owner
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.owner._inside == 0 and getattr(func, "__name__", "") in FUNCTIONAL_NONLINEARITIES:
-            raise UnsupportedNonlinearity(
-                f"the model calls the nonlinearity {func.__name__!r} as a function (not a module), so "
-                f"{self.owner.method_name} cannot replace its backward; make it a module (e.g. torch.nn."
-                "Sigmoid) with a rule, or explain a model whose forward returns logits"
-            )
-        return func(*args, **(kwargs or {}))
-
-
 class ModifiedChainRule(contextlib.AbstractContextManager):
     """Inside ``with``: the backward of each ruled nonlinearity of ``module`` is replaced by its rule.
 
@@ -243,7 +246,6 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
         self.rules = _check_rules(rules)
         self.method_name = method_name
         self._handles: list = []
-        self._guard: _Guard | None = None
         self._inside = 0
         self._stack: list = []
         self._recording = False
@@ -316,7 +318,7 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
                     m = rule.multiplier(module, z.detach(), y.detach(), z0, y0)
                 if m is None:
                     return None
-                return _Multiply.apply(z, y, m)
+                return _Multiply.apply(z, y.detach(), m)  # cut y's own graph
             finally:
                 self._inside -= 1
 
@@ -334,8 +336,6 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
             for _, m, rule in matched:
                 self._handles.append(m.register_forward_pre_hook(self._pre(rule)))
                 self._handles.append(m.register_forward_hook(self._post(rule)))
-            self._guard = _Guard(self)
-            self._guard.__enter__()
         except BaseException:
             self._remove()
             raise
@@ -349,22 +349,19 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
         self._refs = None
 
     def __exit__(self, *exc):
-        try:
-            if self._guard is not None:
-                guard, self._guard = self._guard, None
-                guard.__exit__(*exc)
-        finally:
-            self._remove()
+        self._remove()
         return False
 
-    @contextlib.contextmanager
-    def unguarded(self):
-        """A block whose functional nonlinearities are allowed (and keep their ordinary gradient)."""
-        self._inside += 1
-        try:
-            yield
-        finally:
-            self._inside -= 1
+    def check(self, output: torch.Tensor) -> None:
+        """Raise :class:`UnsupportedNonlinearity` if ``output`` (of a forward pass in this block) still depends
+        on a nonlinearity through its ordinary gradient, i.e. one that no rule replaced."""
+        found = unruled_nonlinearities(output)
+        if found:
+            raise UnsupportedNonlinearity(
+                f"{self.method_name}: the model applies a nonlinearity that no rule covers "
+                f"({', '.join(found)}); it is probably called as a function (e.g. torch.sigmoid(x) in forward). "
+                "Make it a module (e.g. torch.nn.Sigmoid) with a rule, or pass rules=[(type, rule), ...]"
+            )
 
     @contextlib.contextmanager
     def reference(self):
@@ -404,14 +401,14 @@ def modified_gradients(
                 raise ValueError(f"{method_name}: the rules need a baseline")
             with mcr.reference(), torch.no_grad():
                 out = model.forward(baseline.to(xs.device, xs.dtype).unsqueeze(0))
-            with mcr.unguarded():
-                s_base = float(target_scores(model, out, target, output)[0])
+            s_base = float(target_scores(model, out, target, output)[0])
         for s in range(0, xs.shape[0], batch_size):
             xb = xs[s : s + batch_size].detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 out = model.forward(xb)
-                with mcr.unguarded():  # the softmax of output="probability" keeps its ordinary gradient
-                    sc = target_scores(model, out, target, output)
+                if s == 0:
+                    mcr.check(out)
+                sc = target_scores(model, out, target, output)  # softmax ("probability"): ordinary gradient
                 (g,) = torch.autograd.grad(sc.sum(), xb)
             scores.append(sc.detach())
             grads.append(g.detach())
@@ -485,7 +482,8 @@ def deeplift(ctx: Context, *, baseline="zero", rules=None, output: str = "logit"
     (g(z) - g(z0)) / (z - z0) against a reference pass on ``baseline`` (``"zero"`` by default; any of the
     Perturber's baselines or an image). Two forward passes. ``extras["completeness_error"]`` is
     |sum of attributions - (s(x) - s(baseline))| / |s(x) - s(baseline)| (zero up to rounding on networks
-    made of linear layers and ruled nonlinearities)."""
+    made of linear layers and ruled nonlinearities, for ``output="logit"``: with ``"probability"`` the final
+    softmax keeps its ordinary gradient, so the sum no longer matches the difference)."""
     att = build_deeplift(ctx, baseline=baseline, rules=rules, output=output)
     result = run_attributor(ctx, att)
     return _with_completeness(result, att, att.info["score_baseline"])
