@@ -29,8 +29,8 @@ FAST = {
     "elrp": {},
     "deeplift": {},
     "gradcam": {},
-    "meaningful": {},
-    "learned": {},
+    "meaningful": {"iterations": 5, "mask_size": 8},
+    "learned": {"iterations": 5, "dilation": 3},
 }
 
 SPECS = method_specs()
