@@ -244,6 +244,7 @@ def test_streak_selects_the_two_segments_the_class_depends_on():
         np.testing.assert_array_equal(exp.top_mask(2), np.isin(labels, [7, 18]))
         assert exp.extras["value"] == pytest.approx(0.80)
         assert exp.extras["empty_score"] == pytest.approx(0.05)
+        np.testing.assert_allclose(exp.extras["singleton_gains"], coef, atol=1e-6)
         # model evaluations: the unperturbed input plus every set STREAK asked for (no repeats in a stream)
         assert exp.n_evals == 1 + exp.extras["oracle_calls"]
 
@@ -296,3 +297,9 @@ def test_lime_with_streak_selection_picks_the_largest_effects():
     assert set(exp.extras["selected"]) == {0, 3, 5}
     np.testing.assert_allclose(exp.weights[[0, 3, 5]], coef[[0, 3, 5]], atol=0.02)
     assert set(np.flatnonzero(exp.weights)) == {0, 3, 5}
+
+
+def test_singleton_gains_are_reported_for_every_element_seen():
+    w = np.array([0.2, 0.0, 0.7, 0.1])
+    r = streak(modular(w), [3, 0, 2, 1], 2, 0.5)
+    assert r.singletons == ((3, 0.1), (0, 0.2), (2, 0.7), (1, 0.0))

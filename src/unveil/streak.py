@@ -46,6 +46,8 @@ class SelectionResult:
     stopped it, then ``stopped`` is True). ``history``: live STREAK instances after each element (empty for
     the baselines). ``calls_per_element``: sets evaluated for each element (STREAK) or round (greedy).
     ``threshold``: the winning instance's tau (None for a singleton, greedy or random). ``method``: its name.
+    ``singletons``: STREAK's (element, f({element}) - f(empty)) for every element seen, in arrival order (it
+    evaluates every singleton anyway, to track the largest).
     """
 
     selected: tuple
@@ -59,6 +61,7 @@ class SelectionResult:
     calls_per_element: tuple = ()
     threshold: float | None = None
     method: str = "streak"
+    singletons: tuple = ()
 
     @property
     def max_live(self) -> int:
@@ -271,6 +274,7 @@ def streak(
     best_single, best_single_gain = None, -math.inf
     best_dropped: ThresholdGreedy | None = None
     history, calls, n_seen, stopped = [], [], 0, False
+    singles: list[tuple] = []
 
     for u in items:
         # one batched call: the singleton (tracks m, feeds newly opened instances) and S + u of every instance
@@ -288,6 +292,7 @@ def streak(
         calls.append(len(queries))
         n_seen += 1
         single = values[frozenset((u,))] - f0
+        singles.append((u, float(single)))
         if single > best_single_gain:
             best_single, best_single_gain = u, single
         if single > m:
@@ -319,7 +324,7 @@ def streak(
     else:
         sel, gains, value, tau = (), (), 0.0, None
     return SelectionResult(sel, gains, float(value), f0, oracle.calls, n_seen, stopped, tuple(history),
-                           tuple(calls), tau, "streak")
+                           tuple(calls), tau, "streak", tuple(singles))
 
 
 # ----------------------------------------------------------------------------- baselines
