@@ -118,14 +118,14 @@ def rise(
             pending.append(masks)
             yield masks
 
-    total = torch.zeros(h, w, dtype=torch.float64, device=device)
+    total = np.zeros((h, w), dtype=np.float64)  # the running sum (float64 on the host: any device works)
     for probs in perturber.score_pixel_masks(chunks(), total=n):
         m = pending[0][: len(probs)]
         pending[0] = pending[0][len(probs):]
         if len(pending[0]) == 0:
             pending.pop(0)
-        scores = torch.as_tensor(probs[:, ctx.target], dtype=torch.float64, device=device)
-        total += torch.tensordot(scores, m.to(torch.float64), dims=1)
-    heat = (total / (n * float(p))).cpu().numpy()
+        scores = torch.as_tensor(probs[:, ctx.target], dtype=m.dtype, device=device)
+        total += torch.tensordot(scores, m, dims=1).cpu().numpy()
+    heat = total / (n * float(p))
     extras = {"n_masks": n, "s": int(s), "p": float(p), "normalization": "sum_i f(x_i) M_i / (N p)"}
     return MethodResult(map=heat, interpolation="bilinear", extras=extras)
