@@ -72,9 +72,9 @@ def compare_ig(model, paths, n_steps, reps, bs):
             "image": path.stem, "label": ours.label, "ours_s": best["ours"], "captum_s": best["captum"],
             "captum_bs_s": best["captum_bs"], "ratio": best["captum"] / best["ours"],
             "ratio_bs": best["captum_bs"] / best["ours"],
-            "maxdiff_attr": float(np.abs(a - r).max()), "maxdiff_map": float(np.abs(a.sum(0) - r.sum(0)).max()),
+            "maxdiff_attr": f"{np.abs(a - r).max():.1e}", "maxdiff_map": f"{np.abs(a.sum(0) - r.sum(0)).max():.1e}",
             "max|attr|": float(np.abs(r).max()),
-            "maxdiff_bs": float(np.abs(r - ref_bs.cpu().numpy()).max()),
+            "maxdiff_bs": f"{np.abs(r - ref_bs.cpu().numpy()).max():.1e}",
             "completeness_%": 100 * ours.extras["completeness_error"],
         })
     return rows

@@ -118,7 +118,8 @@ def test_integrated_gradients_match_captum(img, rule, baseline):
     x = as_input(model, img)
     exp = explain(model, img, "integrated_gradients", target=1, n_steps=20, integration=rule, baseline=baseline)
     base = unveil.perturb.make_baseline(x[0], baseline).unsqueeze(0)
-    ref = captum_attr.IntegratedGradients(net).attribute(x.clone().requires_grad_(True), base, target=1, n_steps=20, method=rule)
+    ref = captum_attr.IntegratedGradients(net).attribute(x.clone().requires_grad_(True), base, target=1, n_steps=20,
+                                                         method=rule)
     np.testing.assert_allclose(exp.extras["attribution"], ref[0].detach().numpy(), atol=1e-4)
     assert exp.n_evals == 1 + 20 + 2  # target probabilities, the path, s(x) and s(baseline)
 

@@ -31,22 +31,22 @@ Functional nonlinearities are found after the first modified forward pass, by lo
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from ..perturb import make_baseline
 from .gradients import (
     Attributor,
+    _require_torch,
     check_output,
+    completeness_error,
     register_attributor,
     run_attributor,
     sum_channels,
     target_scores,
-    completeness_error,
-    _require_torch,
 )
-from ..perturb import make_baseline
 from .registry import Context, MethodResult, register
 
 __all__ = [
@@ -112,9 +112,9 @@ class Epsilon(Rule):
 def local_gradient(module: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     """g'(z) of an elementwise module, by autograd through its own ``forward`` (hooks not run)."""
     with torch.enable_grad():
-        leaf = z.detach().clone().requires_grad_(True)
-        y = module.forward(leaf.clone())  # a non-leaf copy, so in-place activations are fine
-        (g,) = torch.autograd.grad(y.sum(), leaf)
+        leaf = z.detach().requires_grad_(True)  # a new leaf sharing z's memory
+        y = module.forward(leaf.clone() if getattr(module, "inplace", False) else leaf)
+        (g,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
     return g
 
 
