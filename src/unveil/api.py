@@ -15,7 +15,7 @@ from .segmentation import upsample_labels
 
 __all__ = ["explain", "DEFAULT_METHOD"]
 
-DEFAULT_METHOD = "lime"
+DEFAULT_METHOD = "streak"
 
 _INTERPOLATION_ORDER = {"nearest": 0, "bilinear": 1, "bicubic": 3}
 
