@@ -23,7 +23,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["OptimResult", "optimize", "check_common", "explain_batch", "image_generators"]
+__all__ = ["OptimResult", "optimize", "check_common", "explain_batch", "image_generators", "DEFAULT_GROUP"]
+
+#: the most images :func:`explain_batch` optimizes as one batch unless told otherwise.
+DEFAULT_GROUP = 16
 
 
 @dataclass
@@ -225,7 +228,7 @@ def explain_batch(
         raise ValueError("images: expected a non-empty sequence of images")
     n = len(images)
     if group_size is None:
-        group_size = n
+        group_size = DEFAULT_GROUP
     group_size = check_positive("group_size", group_size, integer=True)
     prepared = [model.prepare(img) for img in images]
     with torch.no_grad():

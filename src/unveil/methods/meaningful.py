@@ -216,6 +216,6 @@ def explain_batch(model, images, targets=None, *, seed: int = 0, progress: bool 
     """Meaningful-perturbation explanations of many images, their masks optimized as one batch on the model's
     device. ``targets``: None (top class each), one class for all, or one per image. Each result equals
     ``unveil.explain(model, image, method="meaningful", seed=seed, **options)`` within float rounding.
-    ``group_size``: the most images per batch (default all). Returns a list of :class:`unveil.Explanation`."""
+    ``group_size``: the most images per batch (default 16). Returns a list of :class:`unveil.Explanation`."""
     return _explain_batch("meaningful", run_batch, model, images, targets, seed=seed, progress=progress,
                           group_size=group_size, **options)
