@@ -169,10 +169,13 @@ def integrated_gradient_sums(
             j = idx[s : s + batch_size]
             yield base[0] + a[j % m].view(-1, 1, 1, 1) * diff[j // m]
 
+    w32 = w.float()
     start = 0
     for _, g in chunked_gradients(model, chunks(), target, output=output):
         j = idx[start : start + g.shape[0]]
-        total.index_add_(0, j // m, g.double() * w[j % m].view(-1, 1, 1, 1))
+        owners, counts = torch.unique_consecutive(j // m, return_counts=True)
+        for i, part_w, part_g in zip(owners.tolist(), w32[j % m].split(counts.tolist()), g.split(counts.tolist())):
+            total[i] += torch.tensordot(part_w, part_g, dims=1).double()  # one weighted sum per input
         start += g.shape[0]
     return (diff.double() * total).float()
 
