@@ -263,3 +263,19 @@ def test_evaluate_and_errors(tiny, image):
     with pytest.raises(ValueError, match="NaN"):
         metrics.deletion(tiny, image, bad)
     assert TinyNet  # the fixture's net is the conftest's
+
+
+def test_random_explanation_per_pixel_and_per_cell():
+    from unveil.segmentation import grid
+
+    ref = manual(np.zeros((21, 28)), None)
+    a, b = metrics.random_explanation(ref, seed=1), metrics.random_explanation(ref, seed=1)
+    np.testing.assert_array_equal(a.map, b.map)
+    assert len(np.unique(a.map)) == 21 * 28 and a.method == "random"
+    cells = metrics.random_explanation(ref, seed=1, cells=12).map
+    labels = grid(21, 28, 12)
+    for k in range(int(labels.max()) + 1):  # one value per grid cell, a different one per cell
+        assert len(np.unique(cells[labels == k])) == 1
+    assert len(np.unique(cells)) == int(labels.max()) + 1
+    with pytest.raises(ValueError, match="cells"):
+        metrics.random_explanation(ref, cells=0)

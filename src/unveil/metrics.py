@@ -188,10 +188,23 @@ def top_iou(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
     return inter / (2 * n - inter)
 
 
-def random_explanation(explanation: Explanation, seed: int = 0) -> Explanation:
-    """A copy of ``explanation`` with a uniform random map (the floor any method should beat)."""
+def random_explanation(explanation: Explanation, seed: int = 0, cells: int | None = None) -> Explanation:
+    """A copy of ``explanation`` with a uniform random map (the floor any method should beat).
+
+    ``cells``: None draws one value per pixel (deletion then scatters removed pixels over the whole image,
+    which hurts most models quickly); an int draws one value per cell of a grid of about that many cells
+    (``segmentation.grid``), a random ranking of regions like those the methods find.
+    """
     rng = np.random.default_rng(seed)
-    m = rng.random(explanation.map.shape).astype(np.float32)
+    if cells is None:
+        m = rng.random(explanation.map.shape).astype(np.float32)
+    else:
+        from .segmentation import grid
+
+        if isinstance(cells, bool) or not isinstance(cells, (int, np.integer)) or cells < 1:
+            raise ValueError(f"cells: expected a positive int or None, got {cells!r}")
+        labels = grid(*explanation.map.shape, int(cells))
+        m = rng.random(int(labels.max()) + 1).astype(np.float32)[labels]
     return Explanation(map=m, target=explanation.target, label=explanation.label, score=explanation.score,
                        method="random", params={}, seed=seed, image=explanation.image)
 
