@@ -289,3 +289,22 @@ def test_lime_on_the_real_model_finds_the_cat(default_model):
     p = Perturber(default_model, x, make_baseline(x, "segment_mean", labels), labels)
     top_hidden, bottom_hidden = p.score_features(masks)[:, 285]
     assert top_hidden < 0.75 * exp.score and bottom_hidden > exp.score and top_hidden < bottom_hidden - 0.2
+
+
+def test_a_module_in_training_mode_is_explained_as_it_predicts_and_left_unchanged(image):
+    from conftest import TinyNet
+
+    net = TinyNet()
+    ref = unveil.explain(unveil.Model(TinyNet(), input_size=(32, 32)), image, method="occlusion", window=8,
+                         progress=False)
+    net.train()
+    stats = net.features[1].running_mean.clone()
+    exp = unveil.explain(unveil.Model(net, input_size=(32, 32)), image, method="occlusion", window=8,
+                         progress=False)
+    np.testing.assert_allclose(exp.map, ref.map, atol=1e-6)  # batch norm used its running statistics
+    assert all(m.training for m in net.modules())  # flags restored
+    assert torch.equal(net.features[1].running_mean, stats)  # statistics not updated
+    # eval_mode=False runs the module as it is: batch statistics, updated running means
+    unveil.explain(unveil.Model(net, input_size=(32, 32), eval_mode=False), image, method="occlusion",
+                   window=8, progress=False)
+    assert not torch.equal(net.features[1].running_mean, stats)

@@ -47,6 +47,11 @@ class Model:
     channels_last:
         feed torch modules channels-last inputs (faster convolutions on CPU). The module itself is not
         touched; :func:`unveil.load_model` converts its own module's weights too.
+    eval_mode:
+        True (default): forward passes run with every submodule in inference behaviour (batch norm uses its
+        running statistics and does not update them, dropout is off), and each submodule's ``training`` flag
+        is restored afterwards, so a module left in training mode is explained as it predicts and comes
+        back unchanged. False runs the module exactly as it is.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class Model:
         batch_size: int | str | None = None,
         channels_last: bool = False,
         name: str | None = None,
+        eval_mode: bool = True,
     ):
         if isinstance(fn, Model):
             raise TypeError("fn is already a unveil.Model")
@@ -86,6 +92,7 @@ class Model:
         self._batch_request = _check_batch_size(batch_size)
         self._batch_resolved: int | None = None if batch_size == "auto" else int(batch_size)
         self.channels_last = bool(channels_last)
+        self.eval_mode = bool(eval_mode)
         self.name = name or (type(fn).__name__ if self.is_torch else getattr(fn, "__name__", "callable"))
         self._mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -176,6 +183,18 @@ class Model:
             c[0] += n
 
     # ------------------------------------------------------------------ forward passes
+    @contextlib.contextmanager
+    def inference_behaviour(self):
+        """Temporarily clear the ``training`` flag of submodules that have it set (restored on exit)."""
+        training = [m for m in self.fn.modules() if m.training] if self.is_torch and self.eval_mode else []
+        for m in training:
+            m.training = False
+        try:
+            yield
+        finally:
+            for m in training:
+                m.training = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable raw outputs (logits for a torch module) of an N x C x H x W batch in [0, 1]."""
         if not self.is_torch:
@@ -189,7 +208,8 @@ class Model:
             z = (z - self._mean.to(z.device)) / self._std.to(z.device)
         if self.channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
-        out = self.fn(z)
+        with self.inference_behaviour():
+            out = self.fn(z)
         if isinstance(out, (tuple, list)):
             out = out[0]
         if out.dim() != 2:
