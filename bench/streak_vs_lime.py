@@ -29,9 +29,11 @@ STREAK_IMAGES = SHARED / "streak" / "images"
 
 
 def images(n: int | None) -> list[Path]:
-    found = sorted(PHOTOS.glob("*.jpg")) + sorted(STREAK_IMAGES.glob("*.jpg"))
-    if not found:
+    """The two folders interleaved (a photo, a flower, ...), so the first N hold both kinds."""
+    a, b = sorted(PHOTOS.glob("*.jpg")), sorted(STREAK_IMAGES.glob("*.jpg"))
+    if not a and not b:
         raise SystemExit(f"no images under {PHOTOS} or {STREAK_IMAGES}")
+    found = [p for pair in zip(a, b) for p in pair] + a[len(b):] + b[len(a):]
     return found[:n] if n else found
 
 
@@ -83,6 +85,11 @@ def main(argv=None) -> None:
                              deletion=dele, insertion=ins, segs=int(exp.segments.max()) + 1))
             print(f"{path.stem[:33]:<34}{name:<13}{rows[-1]['segs']:>5}{exp.n_evals:>9}{exp.seconds:>9.2f}"
                   f"{dele:>10.3f}{ins:>11.3f}" + ("" if same else "  (segmentations differ!)"), flush=True)
+        done = [r for r in rows if r["method"] in ("streak", "lime")]
+        tot = {m: (sum(r["n_evals"] for r in done if r["method"] == m), sum(r["seconds"] for r in done
+                                                                            if r["method"] == m)) for m in runs}
+        print(f"  so far ({i + 1} images): evaluations {tot['lime'][0] / tot['streak'][0]:.1f}x, "
+              f"time {tot['lime'][1] / tot['streak'][1]:.1f}x fewer with STREAK", flush=True)
 
     print("\nmeans over images")
     means = {}

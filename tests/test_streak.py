@@ -255,6 +255,9 @@ def test_streak_on_a_torch_model_spends_few_evaluations_and_honours_the_budget(t
     assert len(exp.extras["selected"]) <= 5
     assert exp.n_evals <= 1 + 1 + n_seg * (1 + max_live_instances(5, 0.7))
     assert exp.extras["max_live"] <= max_live_instances(5, 0.7)
+    ahead = unveil.explain(tiny, image, method="streak", seed=0, n_features=20, lookahead=4, progress=False)
+    assert ahead.extras["selected"] == exp.extras["selected"] and ahead.n_evals >= exp.n_evals
+    np.testing.assert_allclose(ahead.weights, exp.weights, atol=1e-6)
     capped = unveil.explain(tiny, image, method="streak", seed=0, n_features=20, budget=12, progress=False)
     assert capped.n_evals <= 12 and capped.extras["stopped"]
     with pytest.raises(ValueError, match="k"):
@@ -303,3 +306,32 @@ def test_singleton_gains_are_reported_for_every_element_seen():
     w = np.array([0.2, 0.0, 0.7, 0.1])
     r = streak(modular(w), [3, 0, 2, 1], 2, 0.5)
     assert r.singletons == ((3, 0.1), (0, 0.2), (2, 0.7), (1, 0.0))
+
+
+@pytest.mark.parametrize("lookahead", [2, 4, 50])
+def test_lookahead_gives_the_same_result_in_fewer_calls(lookahead):
+    rng = np.random.default_rng(6)
+    for _ in range(10):
+        f = random_coverage(rng, 30, universe=40)
+        order = rng.permutation(30).tolist()
+        n_calls = [0, 0]
+
+        def counted(i):
+            def g(sets):
+                n_calls[i] += 1
+                return f(sets)
+
+            return g
+
+        a = streak(counted(0), order, 4, 0.5)
+        b = streak(counted(1), order, 4, 0.5, lookahead=lookahead)
+        assert (b.selected, b.gains, b.value, b.history, b.singletons) == (a.selected, a.gains, a.value,
+                                                                         a.history, a.singletons)
+        assert b.oracle_calls >= a.oracle_calls and n_calls[1] <= n_calls[0]
+        if lookahead < 30:  # a window as long as the stream opened no instance yet: one call per element
+            assert n_calls[1] < n_calls[0]
+        assert sum(b.calls_per_element) + 1 == b.oracle_calls and len(b.calls_per_element) == n_calls[1] - 1
+        capped = streak(f, order, 4, 0.5, lookahead=lookahead, budget=a.oracle_calls // 2)
+        assert capped.oracle_calls <= a.oracle_calls // 2 and capped.stopped
+    with pytest.raises(ValueError, match="lookahead"):
+        streak(f, order, 4, 0.5, lookahead=0)

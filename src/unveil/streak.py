@@ -254,6 +254,7 @@ def streak(
     batched: bool = True,
     budget: int | None = None,
     empty_value: float | None = None,
+    lookahead: int = 1,
 ) -> SelectionResult:
     """STREAK over ``stream`` (elements in arrival order; each seen once): at most ``k`` elements.
 
@@ -265,6 +266,9 @@ def streak(
     best singleton, whichever is larger. Deterministic: the result depends only on ``f`` and the order.
     """
     k, eps = _check_k(k), _check_eps(eps)
+    if isinstance(lookahead, (bool, np.bool_)) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
+        raise ValueError(f"lookahead: expected a positive int (elements per oracle call), got {lookahead!r}")
+    lookahead = int(lookahead)
     items = _elements(stream)
     oracle = _Oracle(f, batched, budget)
     f0 = _empty(oracle, empty_value)
@@ -276,40 +280,63 @@ def streak(
     history, calls, n_seen, stopped = [], [], 0, False
     singles: list[tuple] = []
 
-    for u in items:
-        # one batched call: the singleton (tracks m, feeds newly opened instances) and S + u of every instance
-        # with room; instances holding the same set share its evaluation
-        queries: dict[frozenset, tuple] = {frozenset((u,)): (u,)}
+    def needed(u) -> dict:
+        # the singleton (tracks m, feeds newly opened instances) and S + u of every instance with room;
+        # instances holding the same set share its evaluation
+        out: dict[frozenset, tuple] = {frozenset((u,)): (u,)}
         for i in sorted(live):
             inst = live[i]
             if inst.has_room:
-                s = inst.query(u)
-                queries.setdefault(frozenset(s), s)
-        if not oracle.affordable(len(queries)):
-            stopped = True
-            break
-        values = dict(zip(queries, oracle(list(queries.values()))))
-        calls.append(len(queries))
-        n_seen += 1
-        single = values[frozenset((u,))] - f0
-        singles.append((u, float(single)))
-        if single > best_single_gain:
-            best_single, best_single_gain = u, single
-        if single > m:
-            m = single
-            i_min, i_max = _threshold_range(m, k, eps)
-            for i in [i for i in live if i > i_max or i < i_min]:
-                gone = live.pop(i)
-                if best_dropped is None or gone.raw > best_dropped.raw:
-                    best_dropped = gone
-            for i in range(i_min, i_max + 1):
-                if i not in live:
-                    live[i] = ThresholdGreedy(k, q**i, f0)
-        for i in sorted(live):
-            inst = live[i]
-            if inst.has_room:
-                inst.offer(u, values[frozenset(inst.query(u))])
-        history.append(len(live))
+                sq = inst.query(u)
+                out.setdefault(frozenset(sq), sq)
+        return out
+
+    values: dict[frozenset, float] = {}
+    pos = 0
+    while pos < len(items) and not stopped:
+        # one batched call for the next `lookahead` elements, under the instances' current sets; a set that
+        # changes inside the window has its later queries asked again (below), so decisions are unchanged
+        width = min(lookahead, len(items) - pos)
+        while True:
+            spec: dict[frozenset, tuple] = {}
+            for u in items[pos : pos + width]:
+                spec.update(needed(u))
+            if oracle.affordable(len(spec)) or width == 1:
+                break
+            width -= 1
+        values = {}
+        if oracle.affordable(len(spec)):
+            values = dict(zip(spec, oracle(list(spec.values()))))
+            calls.append(len(spec))
+        for u in items[pos : pos + width]:
+            missing = {key: sq for key, sq in needed(u).items() if key not in values}
+            if missing:
+                if not oracle.affordable(len(missing)):
+                    stopped = True
+                    break
+                values.update(zip(missing, oracle(list(missing.values()))))
+                calls.append(len(missing))
+            n_seen += 1
+            single = values[frozenset((u,))] - f0
+            singles.append((u, float(single)))
+            if single > best_single_gain:
+                best_single, best_single_gain = u, single
+            if single > m:
+                m = single
+                i_min, i_max = _threshold_range(m, k, eps)
+                for i in [i for i in live if i > i_max or i < i_min]:
+                    gone = live.pop(i)
+                    if best_dropped is None or gone.raw > best_dropped.raw:
+                        best_dropped = gone
+                for i in range(i_min, i_max + 1):
+                    if i not in live:
+                        live[i] = ThresholdGreedy(k, q**i, f0)
+            for i in sorted(live):
+                inst = live[i]
+                if inst.has_room:
+                    inst.offer(u, values[frozenset(inst.query(u))])
+            history.append(len(live))
+        pos += width
 
     best = None
     for i in sorted(live):  # highest threshold first; ties keep the first

@@ -42,9 +42,12 @@ def streak(
     n_features: int = N_FEATURES,
     segmentation_options: dict | None = None,
     baseline="segment_mean",
+    lookahead: int = 1,
 ) -> MethodResult:
     """Select at most ``k`` segments; ``eps`` in (0, 1) spaces the thresholds (0.7 as in the paper's code:
-    few instances, few evaluations; smaller is finer and costlier). ``budget`` stops the stream early."""
+    few instances, few evaluations; smaller is finer and costlier). ``budget`` stops the stream early.
+    ``lookahead``: segments whose queries share one forward batch (1: one batch per segment; more: fewer,
+    fuller batches, the same selection, a few more evaluations; see :func:`unveil.streak.streak`)."""
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: expected a positive int (segments to select), got {k!r}")
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)) or not (
@@ -66,7 +69,7 @@ def streak(
         return perturber.score_features(masks)[:, target].astype(np.float64)
 
     order = ctx.rng.permutation(n_seg).tolist()
-    res = run_streak(f, order, int(k), float(eps), budget=remaining)
+    res = run_streak(f, order, int(k), float(eps), budget=remaining, lookahead=lookahead)
     selected = [int(u) for u in res.selected]
     weights = np.zeros(n_seg, dtype=np.float64)
     weights[selected] = res.gains
