@@ -45,7 +45,14 @@ def main(argv=None) -> None:
     ap.add_argument("--eps", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--with-lime-streak", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default torch's); 1 is steadier on a busy machine, where small "
+                         "batches pay the thread pool's waits on every layer")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     import unveil
     from unveil.methods.streak import N_FEATURES
