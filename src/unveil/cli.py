@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .api import DEFAULT_METHOD
+
 __all__ = ["main", "build_parser"]
 
 
@@ -267,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="explain images; writes PNG + .npz + .json per image and method")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--method", type=_method_list, default=["lime"], help="method or comma-separated methods (default lime)")
+    p.add_argument("--method", type=_method_list, default=[DEFAULT_METHOD],
+                   help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), or a .pt2 (torch.export) or TorchScript file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
     p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
@@ -306,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="explain one image and print the metrics (deletion, insertion, ...)")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--method", type=_method_list, default=["lime"], help="the method (default lime)")
+    p.add_argument("--method", type=_method_list, default=[DEFAULT_METHOD],
+                   help=f"the method (default {DEFAULT_METHOD}, as unveil.explain)")
     p.add_argument("--metrics", type=_metric_list, default=["deletion", "insertion"],
                    help="comma-separated: deletion,insertion,randomization,stability,pointing_game "
                         "(default deletion,insertion)")
