@@ -39,6 +39,21 @@ def best_forward_seconds(model, batch_size: int, reps: int = 5, backward: bool =
     return best
 
 
+def plain_loop_seconds(model, n: int, batch_size: int, backward: bool = False) -> float:
+    """Wall time of ``n`` images through the model in batches of ``batch_size``: the same passes a method
+    makes, with no method around them (random inputs, one batch tensor reused)."""
+    x = torch.rand(batch_size, 3, *model.input_size, device=model.device)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch_size):
+        part = x[: min(batch_size, n - i)]
+        if backward:
+            xi = part.clone().requires_grad_(True)
+            torch.autograd.grad(model.forward(xi)[:, 0].sum(), xi)
+        else:
+            model.probabilities(part, batch_size=batch_size)
+    return time.perf_counter() - t0
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns), "  ".join("-" * widths[c] for c in columns)]
