@@ -77,7 +77,9 @@ def test_budget_flag_caps_evaluations(tmp_path, scripted, photo):
 
 @pytest.mark.parametrize("args, message", [
     (["explain", "missing.jpg"], "not found"),
-    (["explain", "{photo}", "--model", "nonexistent.pt"], "neither 'default' nor"),
+    (["explain", "{photo}", "--model", "nonexistent.pt"], "neither 'default', 'module:attribute' nor"),
+    (["explain", "{photo}", "--model", "no_such_module_xyz:f"], "cannot import module 'no_such_module_xyz'"),
+    (["explain", "{photo}", "--model", "json:no_such_attr"], "has no attribute 'no_such_attr'"),
     (["explain", "{photo}", "--model", "{scripted}", "-o", "bogus=1"], "--option bogus"),
     (["explain", "{photo}", "--model", "{scripted}", "--target", "5000"], "out of range"),
 ])
@@ -86,6 +88,45 @@ def test_errors_are_one_clear_line(args, message, photo, scripted, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("unveil: error:") and message in err
+
+
+USER_MODELS = """
+import numpy as np
+import torch
+import unveil
+
+def brightness(batch):                 # a model function: N x H x W x 3 in [0, 1] -> N x 2 probabilities
+    m = batch.mean(axis=(1, 2, 3))
+    return np.stack([m, 1 - m], axis=1)
+
+def build():                           # a factory returning a configured unveil.Model
+    return unveil.Model(brightness, labels=["bright", "dark"], name="brightness")
+
+class Net(torch.nn.Module):            # a module class: instantiated with no arguments
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4)
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3)))
+"""
+
+
+@pytest.mark.parametrize("attr, n_classes, label", [("brightness", 2, "class 0"), ("build", 2, "bright"),
+                                                     ("Net", 4, "class")])
+def test_model_from_a_python_file_attribute(tmp_path, photo, capsys, attr, n_classes, label):
+    from unveil.cli import load_cli_model
+
+    user = tmp_path / "user_models.py"
+    user.write_text(USER_MODELS)
+    model = load_cli_model(f"{user}:{attr}")
+    _, x = model.prepare(photo)
+    p = model.probabilities(x)
+    assert p.shape == (1, n_classes) and abs(float(p.sum()) - 1) < 1e-5
+    out = tmp_path / "r"
+    assert main(["explain", photo, "--model", f"{user}:{attr}", "--method", "occlusion", "--target", "0",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert label in capsys.readouterr().out
+    assert (out / "photo_occlusion.npz").is_file()
 
 
 def test_unknown_method_is_rejected_by_the_parser(photo, capsys):

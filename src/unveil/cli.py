@@ -73,16 +73,33 @@ def _method_list(text: str) -> list[str]:
     return names
 
 
+def model_from_object(obj, batch_size="auto"):
+    """A :class:`Model` from what ``module:attribute`` named: a Model is used as it is (``--batch-size`` applied
+    when given explicitly), a torch module or callable is wrapped with the adapter's defaults."""
+    from .models import Model
+
+    if isinstance(obj, Model):
+        if batch_size != "auto":
+            obj.batch_size = batch_size
+        return obj
+    return Model(obj, batch_size=None if batch_size == "auto" else batch_size)
+
+
 def load_cli_model(spec: str, batch_size="auto"):
-    """``default`` (the embedded model), or a saved ImageNet classifier taking normalized 224 x 224 input:
-    a ``torch.export`` program (.pt2, exported with a dynamic batch dimension) or a TorchScript file."""
+    """``default`` (the embedded model); ``module:attribute`` or ``file.py:attribute`` (a user's Model, torch
+    module, callable or factory: see :mod:`unveil.models.loading`); or a saved ImageNet classifier taking
+    normalized 224 x 224 input: a ``torch.export`` program (.pt2, exported with a dynamic batch dimension) or a
+    TorchScript file."""
     from . import load_model
+    from .models.loading import is_object_spec, load_object
 
     if spec in ("default", "efficientnet-lite0"):
         return load_model(batch_size=batch_size)
     path = Path(spec)
+    if not path.is_file() and is_object_spec(spec):
+        return model_from_object(load_object(spec), batch_size)
     if not path.is_file():
-        raise ValueError(f"--model: {spec!r} is neither 'default' nor an existing model file (.pt2 or TorchScript)")
+        raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file (.pt2 or TorchScript)")
     import torch
 
     from .models import Model, imagenet_labels
@@ -271,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--method", type=_method_list, default=[DEFAULT_METHOD],
                    help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export) or TorchScript file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
     p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
@@ -291,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--methods", type=_method_list, default=["lime", "occlusion"],
                    help="comma-separated methods (default lime,occlusion)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export) or TorchScript file")
     p.add_argument("--target", type=_target, action="append", default=None,
                    help="class number or name (repeatable: two targets show the classes side by side)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
@@ -314,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=_metric_list, default=["deletion", "insertion"],
                    help="comma-separated: deletion,insertion,randomization,stability,pointing_game "
                         "(default deletion,insertion)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export) or TorchScript file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations (perturbation methods)")
     p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
