@@ -82,8 +82,13 @@ def test_deterministic_under_seed(name, tiny, image):
 @pytest.mark.parametrize("name", NAMES)
 def test_batch_size_invariance(name, image):
     maps = [run(name, tiny_model(batch_size=bs), image).map for bs in (1, 7, 64)]
+    # Float rounding differs between batch sizes (other kernels); where a ReLU's input lies within that
+    # rounding of zero its gate can flip at one step, moving the few pixels it feeds (seen: 9 of 1920 pixels
+    # of integrated gradients, by 0.2 % of the map's range). Everything else must agree to float precision.
     for m in maps[1:]:
-        np.testing.assert_allclose(m, maps[0], rtol=1e-4, atol=1e-5)
+        off = ~np.isclose(m, maps[0], rtol=1e-4, atol=1e-5)
+        assert off.mean() <= 0.01, f"{off.sum()} of {off.size} pixels differ"
+        np.testing.assert_allclose(m, maps[0], rtol=0, atol=1e-5 + 0.01 * float(np.abs(maps[0]).max()))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -119,7 +119,7 @@ def test_directory(tmp_path):
 @pytest.mark.parametrize(
     "arr, match",
     [
-        (np.zeros((4, 4, 5), np.uint8), "C in 1..4"),
+        (np.zeros((4, 4, 5), np.uint8), "has 5 channels but the model takes 3"),
         (np.zeros((2, 2, 2, 3), np.uint8), "shape"),
         (np.zeros((0, 4, 3), np.uint8), "empty"),
         (np.full((2, 2, 3), np.nan, np.float32), "NaN"),

@@ -133,7 +133,8 @@ def cmd_explain(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     images = []
     for path in args.images:  # check every input first: a bad file fails before any long work
-        images.append((path, load_image(path)))
+        images.append((path, load_image(path, channels=model.channels, alpha=model.alpha,
+                                        background=model.background)))
     for path, image in images:
         _print_top(model, path, image)
         stem = Path(path).stem
@@ -206,7 +207,7 @@ def cmd_compare(args) -> int:
     from .images import load_image
 
     check_options(args.methods, args)
-    image = load_image(args.image)  # a bad file fails before the model loads
+    load_image(args.image, channels=None)  # a bad file fails before the model loads
     model = load_cli_model(args.model, args.batch_size)
     options = {m: method_options(m, args) for m in args.methods}
     options = {m: o for m, o in options.items() if o}
@@ -239,7 +240,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"--method: evaluate takes one method, got {', '.join(args.method)}")
     method = args.method[0]
     check_options(args.method, args)
-    image = load_image(args.image)
+    image = load_image(args.image, channels=None)
     if args.box is not None and args.mask is not None:
         raise ValueError("--box and --mask: give one ground truth, not both")
     truth = args.box

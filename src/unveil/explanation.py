@@ -40,7 +40,7 @@ class Explanation:
     per feature (per segment; for ``streak`` the gains in selection order, see ``extras['selected']``).
     ``score``: the target's probability on the unperturbed input. ``n_evals``: model evaluations spent,
     the unperturbed input included. ``seconds``: wall time of the whole call. ``extras``: method-specific
-    results (surrogate R², standard errors, ...). ``image``: the input (H x W x 3 float32), kept for plots.
+    results (surrogate R², standard errors, ...). ``image``: the input (H x W x C float32, as the model took it), kept for plots.
     """
 
     map: np.ndarray

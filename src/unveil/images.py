@@ -1,19 +1,34 @@
-"""Loading images and turning any accepted input into H x W x 3 float32 in [0, 1].
+"""Loading images and turning any accepted input into H x W x C float32 in [0, 1].
 
 The conversion rule (documented in the README, applied everywhere):
 
-* paths are opened with Pillow; a missing, empty, corrupt or non-image file raises ``ValueError`` naming it;
-* grayscale (one channel) is repeated to three channels;
-* an alpha channel (LA, RGBA, or an array with 2 or 4 channels) is composited onto a white background;
-* palette and CMYK images are converted to RGB by Pillow;
+* paths are opened with Pillow (``.npy`` files with numpy); a missing, empty, corrupt or non-image file
+  raises ``ValueError`` naming it, and so does a file over Pillow's decompression-bomb limit
+  (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels) before it is decoded;
 * ``uint8`` is divided by 255, ``uint16`` (and Pillow's 16-bit modes) by 65535, ``bool`` maps to {0, 1};
   float arrays must already lie in [0, 1]; other integer types are refused with a message saying how to convert;
+* the channels are then fitted to what the model takes (``channels``, 3 by default):
+
+  - ``channels=3`` (RGB models): grayscale is repeated to three channels; an alpha channel (gray + alpha, RGBA)
+    is composited onto ``background`` (white by default) or dropped (``alpha="drop"``);
+  - ``channels=1`` (grayscale models): RGB becomes luminance (0.299 R + 0.587 G + 0.114 B, as Pillow's "L");
+    alpha is handled as above first;
+  - any other count (multispectral models, say 5): the image must have exactly that many channels;
+  - ``channels=None``: the image keeps its own channels, whatever their number;
+  - an image that already has the model's channel count is never changed (a 4-channel image for a 4-channel
+    model keeps its fourth channel);
+
 * NaN or infinite values, zero-sized images and wrong shapes are refused.
+
+Segmentation and plots need three channels: :func:`rgb_projection` gives them (the image itself for RGB,
+gray repeated, and the first three principal components of the pixels, each rescaled to [0, 1], for two or more
+than three channels), while perturbations apply to all C channels.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -21,22 +36,18 @@ import numpy as np
 
 ImageLike = Union[str, os.PathLike, "PIL.Image.Image", np.ndarray]  # noqa: F821
 
-__all__ = ["load_image", "to_float_rgb", "resize"]
+__all__ = ["load_image", "to_float", "to_float_rgb", "fit_channels", "rgb_projection", "resize", "ALPHA_RULES"]
+
+#: what happens to an alpha channel when the model takes fewer channels than the image has.
+ALPHA_RULES = ("composite", "drop")
 
 
-def _composite_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    a = alpha[..., None]
-    return rgb * a + (1.0 - a)
-
-
-def to_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
-    """Convert an array (H x W, H x W x 1|2|3|4) to H x W x 3 float32 in [0, 1] by the module's rule."""
+def to_float(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """An array (H x W or H x W x C, any C >= 1) as H x W x C float32 in [0, 1] by the module's dtype rule."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name}: expected a numpy array, got {type(array).__name__}")
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)):
-        raise ValueError(
-            f"{name}: expected shape H x W or H x W x C with C in 1..4 channels, got {array.shape}"
-        )
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] < 1):
+        raise ValueError(f"{name}: expected shape H x W or H x W x C (channels last), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name}: the image is empty (shape {array.shape})")
     if array.dtype == np.uint8:
@@ -61,78 +72,173 @@ def to_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
         )
     if x.ndim == 2:
         x = x[..., None]
-    c = x.shape[2]
-    if c == 1:
-        x = np.repeat(x, 3, axis=2)
-    elif c == 2:
-        x = _composite_white(np.repeat(x[..., :1], 3, axis=2), x[..., 1])
-    elif c == 4:
-        x = _composite_white(x[..., :3], x[..., 3])
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def check_alpha(alpha: str, background) -> np.ndarray:
+    if alpha not in ALPHA_RULES:
+        raise ValueError(f"alpha: expected one of {ALPHA_RULES}, got {alpha!r}")
+    bg = np.asarray(background, dtype=np.float32).reshape(-1)
+    if bg.size not in (1, 3) or not np.all(np.isfinite(bg)) or bg.min() < 0 or bg.max() > 1:
+        raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1], got {background!r}")
+    return bg
+
+
+def _remove_alpha(colour: np.ndarray, a: np.ndarray, alpha: str, bg: np.ndarray) -> np.ndarray:
+    if alpha == "drop":
+        return colour
+    if colour.shape[2] == 1 and bg.size == 3:
+        colour = np.repeat(colour, 3, axis=2)
+    elif colour.shape[2] == 3 and bg.size == 1:
+        bg = np.repeat(bg, 3)
+    a = a[..., None]
+    return colour * a + bg.reshape(1, 1, -1) * (1.0 - a)
+
+
+def fit_channels(x: np.ndarray, channels: int | None = 3, alpha: str = "composite", background=1.0,
+                 name: str = "image") -> np.ndarray:
+    """Fit an H x W x C float image to a model taking ``channels`` channels (see the module rule)."""
+    bg = check_alpha(alpha, background)
+    c = x.shape[2]
+    if channels is None or c == channels:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ValueError(f"channels: expected a positive int or None, got {channels!r}")
+    if channels in (1, 3) and c in (1, 2, 3, 4):
+        if c in (2, 4):  # the last channel is alpha
+            x = _remove_alpha(x[..., :-1], x[..., -1], alpha, bg)
+        if x.shape[2] == 1 and channels == 3:
+            x = np.repeat(x, 3, axis=2)
+        elif x.shape[2] == 3 and channels == 1:
+            x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        return np.ascontiguousarray(x, dtype=np.float32)
+    raise ValueError(
+        f"{name}: has {c} channels but the model takes {channels}; pass an image with {channels} channels "
+        "(or a model built with channels=None to take images as they are)"
+    )
+
+
+def to_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """An array (H x W, H x W x 1|2|3|4) as H x W x 3 float32 in [0, 1] (alpha composited onto white)."""
+    x = to_float(array, name)
+    if x.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"{name}: expected H x W or H x W x C with C in 1..4 channels, got {array.shape}")
+    return fit_channels(x, 3, name=name)
+
+
+def rgb_projection(image: np.ndarray) -> np.ndarray:
+    """H x W x 3 float32 in [0, 1] for segmentation and plots: RGB as it is, one channel repeated, and the
+    first three principal components of the pixels (each rescaled to [0, 1]) for any other channel count."""
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[..., None]
+    c = x.shape[2]
+    if c == 3:
+        return x
+    if c == 1:
+        return np.repeat(x, 3, axis=2)
+    flat = x.reshape(-1, c).astype(np.float64)
+    flat = flat - flat.mean(axis=0)
+    # principal axes from the C x C covariance (cheap for any image size); signs fixed for determinism
+    vals, vecs = np.linalg.eigh(flat.T @ flat)
+    vecs = vecs[:, np.argsort(vals)[::-1][:3]]
+    vecs = vecs * np.where(vecs.sum(axis=0) < 0, -1.0, 1.0)
+    proj = flat @ vecs
+    if proj.shape[1] < 3:
+        proj = np.concatenate([proj, np.zeros((proj.shape[0], 3 - proj.shape[1]))], axis=1)
+    lo, hi = proj.min(axis=0), proj.max(axis=0)
+    proj = (proj - lo) / np.where(hi > lo, hi - lo, 1.0)
+    return proj.reshape(x.shape[0], x.shape[1], 3).astype(np.float32)
+
+
 def _from_pil(img, name: str) -> np.ndarray:
+    """A PIL image as H x W x C float32 in [0, 1], channels as stored (alpha kept)."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(img, dtype=np.uint16)
-        return to_float_rgb(arr, name)
+        return to_float(np.asarray(img, dtype=np.uint16), name)
     if mode == "I":  # 32-bit integer pixels: Pillow's mode for 16-bit PNGs
         arr = np.asarray(img, dtype=np.int64)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ValueError(f"{name}: 32-bit integer pixels outside 0..65535 are not supported")
-        return to_float_rgb(arr.astype(np.uint16), name)
+        return to_float(arr.astype(np.uint16), name)
     if mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         if arr.size and arr.max() > 1.0:
             arr = arr / 255.0 if arr.max() <= 255.0 else arr / float(arr.max())
-        return to_float_rgb(arr, name)
+        return to_float(arr, name)
     if mode in ("L", "RGB", "RGBA", "LA"):
-        return to_float_rgb(np.asarray(img), name)
+        return to_float(np.asarray(img), name)
     if mode == "1":
-        return to_float_rgb(np.asarray(img.convert("L")), name)
+        return to_float(np.asarray(img.convert("L")), name)
     has_alpha = "A" in mode or (mode == "P" and "transparency" in img.info)
-    return to_float_rgb(np.asarray(img.convert("RGBA" if has_alpha else "RGB")), name)
+    return to_float(np.asarray(img.convert("RGBA" if has_alpha else "RGB")), name)
 
 
-def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
-    """Return ``image`` (path, PIL image or array) as H x W x 3 float32 in [0, 1] (see the module rule)."""
+def _read_file(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.exists():
-            raise ValueError(f"image file not found: {path}")
-        if path.is_dir():
-            raise ValueError(f"expected an image file, got a directory: {path}")
-        if path.stat().st_size == 0:
-            raise ValueError(f"image file is empty: {path}")
+    if not path.exists():
+        raise ValueError(f"image file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"expected an image file, got a directory: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"image file is empty: {path}")
+    if path.suffix.lower() == ".npy":  # multispectral stacks and other arrays Pillow cannot hold
         try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception as err:
+            raise ValueError(f"not a readable .npy array file: {path} ({err})") from None
+        return to_float(arr, str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
                 return _from_pil(img, str(path))
-        except UnidentifiedImageError:
-            raise ValueError(f"not a readable image file: {path}") from None
-        except Image.DecompressionBombError as err:
-            raise ValueError(f"image file too large to decode safely: {path} ({err})") from None
-        except (OSError, SyntaxError) as err:
-            raise ValueError(f"corrupt or truncated image file: {path} ({err})") from None
-    if isinstance(image, Image.Image):
-        return _from_pil(image, name)
-    if isinstance(image, np.ndarray):
-        return to_float_rgb(image, name)
-    try:  # torch tensors: C x H x W or H x W x C, as the shape says
-        import torch
+    except UnidentifiedImageError:
+        raise ValueError(f"not a readable image file: {path}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(
+            f"image file too large to decode safely: {path} ({err}); raise PIL.Image.MAX_IMAGE_PIXELS "
+            "if you trust this file"
+        ) from None
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"corrupt or truncated image file: {path} ({err})") from None
 
-        if isinstance(image, torch.Tensor):
-            arr = image.detach().cpu().numpy()
-            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
-                arr = arr.transpose(1, 2, 0)
-            return to_float_rgb(arr, name)
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(
-        f"{name}: expected a file path, a PIL image or a numpy array, got {type(image).__name__}"
-    )
+
+def load_image(image: ImageLike, name: str = "image", *, channels: int | None = 3, alpha: str = "composite",
+               background=1.0) -> np.ndarray:
+    """``image`` (path, PIL image, array or tensor) as H x W x C float32 in [0, 1] (see the module rule).
+
+    ``channels``: what the model takes (3 by default; None keeps the image's own). ``alpha``: ``"composite"``
+    onto ``background`` (a gray level or an RGB colour in [0, 1], white by default) or ``"drop"``."""
+    from PIL import Image
+
+    check_alpha(alpha, background)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        x, name = _read_file(path), str(path)
+    elif isinstance(image, Image.Image):
+        x = _from_pil(image, name)
+    elif isinstance(image, np.ndarray):
+        x = to_float(image, name)
+    else:
+        x = None
+        try:  # torch tensors: C x H x W when the first dimension is the smallest, else H x W x C
+            import torch
+
+            if isinstance(image, torch.Tensor):
+                arr = image.detach().cpu().numpy()
+                if arr.ndim == 3 and arr.shape[0] < min(arr.shape[1], arr.shape[2]):
+                    arr = arr.transpose(1, 2, 0)
+                x = to_float(arr, name)
+        except ImportError:  # pragma: no cover
+            pass
+        if x is None:
+            raise TypeError(
+                f"{name}: expected a file path, a PIL image, a numpy array or a tensor, got {type(image).__name__}"
+            )
+    return fit_channels(x, channels, alpha, background, name)
 
 
 def resize(image: np.ndarray, size: tuple[int, int], order: int = 1) -> np.ndarray:

@@ -77,7 +77,7 @@ def make_baseline(
     if isinstance(kind, torch.Tensor) and kind.dim() == 3 and kind.shape[0] == c:
         img = kind.detach().float().cpu().numpy().transpose(1, 2, 0)
     else:
-        img = load_image(kind, name="baseline")
+        img = load_image(kind, name="baseline", channels=c)
     img = resize(img, (h, w))
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(x.device, x.dtype)
 

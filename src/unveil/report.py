@@ -51,7 +51,10 @@ def png_data_uri(img: np.ndarray | bytes) -> str:
     if not isinstance(img, (bytes, bytearray)):
         from PIL import Image
 
-        arr = _thumbnail(np.asarray(img, dtype=np.float32))
+        from .images import rgb_projection
+
+        arr = np.asarray(img, dtype=np.float32)
+        arr = _thumbnail(rgb_projection(arr) if arr.ndim == 3 else arr)
         arr = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="PNG", optimize=True)
@@ -66,6 +69,9 @@ def _img(src_array, alt: str, caption: str | None = None) -> str:
 
 def _mask_picture(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image where ``mask`` holds, a dark gray veil elsewhere."""
+    from .images import rgb_projection
+
+    image = rgb_projection(image)
     gray = image.mean(axis=2, keepdims=True)
     veiled = 0.15 + 0.25 * gray
     return np.where(mask[..., None], image, np.broadcast_to(veiled, image.shape)).astype(np.float32)

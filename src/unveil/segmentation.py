@@ -45,7 +45,8 @@ def segment(
     seed: int = 0,
     **options,
 ) -> np.ndarray:
-    """Segment an H x W x 3 float image in [0, 1].
+    """Segment an H x W x C float image in [0, 1] (any C: images without three channels are segmented on
+    :func:`unveil.images.rgb_projection`).
 
     ``method`` is one of :data:`SEGMENTATIONS` or a label map (any integer array, resized to the image by
     nearest neighbour). ``n_features`` is the target number of segments for ``slic`` and ``grid`` (and sets
@@ -69,6 +70,10 @@ def segment(
     if method == "grid":
         return grid(h, w, int(n_features))
     from skimage import segmentation as sks
+
+    from .images import rgb_projection
+
+    image = rgb_projection(image)
 
     if method == "slic":
         opts = dict(n_segments=int(n_features), compactness=10.0, sigma=1.0, start_label=0)

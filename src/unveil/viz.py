@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .images import rgb_projection
+
 __all__ = ["overlay", "plot", "grid_figure", "figure_to_png"]
 
 
@@ -24,7 +26,7 @@ def overlay(exp, alpha: float = 0.55, cmap: str = "bwr") -> np.ndarray:
     colours = colormaps[cmap]((m / lim + 1.0) / 2.0)[..., :3].astype(np.float32)
     if exp.image is None:
         return colours
-    base = np.asarray(exp.image, dtype=np.float32)
+    base = rgb_projection(exp.image)
     gray = base.mean(axis=2, keepdims=True).repeat(3, axis=2)
     weight = alpha * np.clip(np.abs(m) / lim, 0.0, 1.0)[..., None] ** 0.5
     return np.clip((1 - weight) * (0.35 * gray + 0.65 * base) + weight * colours, 0.0, 1.0)
@@ -36,7 +38,7 @@ def _draw(ax, exp, cmap: str = "bwr", boundaries: bool = True, title: str | None
     m = np.asarray(exp.map, dtype=np.float32)
     lim = _symmetric_limit(m)
     if exp.image is not None:
-        base = np.asarray(exp.image)
+        base = rgb_projection(exp.image)
         ax.imshow(0.4 * base.mean(axis=2), cmap="gray", vmin=0, vmax=1)
         if boundaries and exp.segments is not None:
             from skimage.segmentation import find_boundaries
@@ -58,7 +60,7 @@ def plot(exp, path: str | Path | None = None, *, cmap: str = "bwr", boundaries: 
     fig = Figure(figsize=(8.4, 4.0), dpi=dpi)
     ax0, ax1 = fig.subplots(1, 2)
     if exp.image is not None:
-        ax0.imshow(np.asarray(exp.image))
+        ax0.imshow(rgb_projection(exp.image))
     ax0.set_axis_off()
     ax0.set_title("input", fontsize=9)
     im = _draw(ax1, exp, cmap=cmap, boundaries=boundaries)

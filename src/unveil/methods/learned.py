@@ -1,14 +1,15 @@
 """A learned perturbation ("deep explanation"): a small CNN, trained per image, generates a perturbed image x'
 that the model no longer recognizes while staying close to x; where x' differs from x is the explanation.
 
-The generator is ``blocks`` x ``layers`` k x k convolutions (3 -> 3 channels, same padding) with a ReLU after
+The generator is ``blocks`` x ``layers`` k x k convolutions (C -> C channels, same padding) with a ReLU after
 each block, its output rescaled to the input's range ``[min x, max x]``. Adam (``lr``) minimizes, per image,
 
     p_target(x') + l1 * mean |x - x'|
 
 The map post-processes the difference as the method describes: the channel mean of ``|x - x'|`` raised to
 ``power``, a ``border`` fraction zeroed on every side (padding artefacts), a ``dilation`` x ``dilation`` grey
-dilation; its centre of mass is reported. Images are RGB in [0, 1] throughout.
+dilation; its centre of mass is reported. Images are in [0, 1] throughout, in
+the model's channel order (RGB for RGB models; any channel count works).
 
 The generator starts as the identity (centred delta kernels plus ``init_noise``) so that x' = x at step 0 and
 early stopping marks the first x' the model no longer recognizes; ``init="random"`` starts from PyTorch's
@@ -35,7 +36,7 @@ INITS = ("identity", "random")
 
 
 def generate(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], layers: int) -> torch.Tensor:
-    """Run one generator per image: ``x`` N x 3 x h x w, ``weights[l]`` N x 3 x 3 x k x k, ``biases[l]`` N x 3;
+    """Run one generator per image: ``x`` N x C x h x w, ``weights[l]`` N x C x C x k x k, ``biases[l]`` N x C;
     a ReLU after every ``layers`` convolutions; the output rescaled to each image's [min x, max x]."""
     n, c, h, w = x.shape
     k = weights[0].shape[-1]
@@ -71,21 +72,21 @@ def postprocess(difference: np.ndarray, power: float = 6.0, border: float = 0.1,
     return d.astype(np.float32), (float(com[0]), float(com[1]))
 
 
-def _init_params(n, k, n_conv, init, init_noise, generators, device, dtype):
-    weights = torch.zeros(n_conv, n, 3, 3, k, k)
-    biases = torch.zeros(n_conv, n, 3)
-    bound = 1.0 / np.sqrt(3 * k * k)
+def _init_params(n, c, k, n_conv, init, init_noise, generators, device, dtype):
+    weights = torch.zeros(n_conv, n, c, c, k, k)
+    biases = torch.zeros(n_conv, n, c)
+    bound = 1.0 / np.sqrt(c * k * k)
     for i, g in enumerate(generators):
         for j in range(n_conv):
             if init == "identity":
-                wt = torch.zeros(3, 3, k, k)
-                wt[range(3), range(3), k // 2, k // 2] = 1.0
+                wt = torch.zeros(c, c, k, k)
+                wt[range(c), range(c), k // 2, k // 2] = 1.0
                 if init_noise > 0:
-                    wt += init_noise * torch.randn(3, 3, k, k, generator=g)
-                b = torch.zeros(3)
+                    wt += init_noise * torch.randn(c, c, k, k, generator=g)
+                b = torch.zeros(c)
             else:
-                wt = (torch.rand(3, 3, k, k, generator=g) * 2 - 1) * bound
-                b = (torch.rand(3, generator=g) * 2 - 1) * bound
+                wt = (torch.rand(c, c, k, k, generator=g) * 2 - 1) * bound
+                b = (torch.rand(c, generator=g) * 2 - 1) * bound
             weights[j, i], biases[j, i] = wt, b
     ws = [weights[j].to(device, dtype).requires_grad_(True) for j in range(n_conv)]
     bs = [biases[j].to(device, dtype).requires_grad_(True) for j in range(n_conv)]
@@ -113,7 +114,7 @@ def run_batch(
     dilation: int = 20,
     stop_below: float | None = 0.01,
 ) -> list[ImageOutcome]:
-    """The batched core: one generator per image of ``xs`` (N x 3 x h x w in [0, 1] on the model's device),
+    """The batched core: one generator per image of ``xs`` (N x C x h x w in [0, 1] on the model's device),
     ``targets`` (N,), ``start_scores`` (N,), one torch generator per image. Options as in :func:`learned`."""
     k = check_positive("kernel_size", kernel_size, integer=True)
     if k % 2 == 0:
@@ -131,11 +132,9 @@ def run_batch(
     dilation = check_positive("dilation", dilation, integer=True)
     iterations, lr, stop_below = check_common(iterations, lr, stop_below)
     n, c, h, w = xs.shape
-    if c != 3:
-        raise ValueError(f"learned: expected 3-channel (RGB) model inputs, got {c} channels")
     device, dtype = xs.device, xs.dtype
     targets = targets.to(device)
-    ws, bs = _init_params(n, k, blocks * layers, init, init_noise, generators, device, dtype)
+    ws, bs = _init_params(n, c, k, blocks * layers, init, init_noise, generators, device, dtype)
 
     def loss_fn(rows: torch.Tensor, step: int):
         x = xs[rows]
@@ -206,7 +205,7 @@ def learned(
     ``init_noise`` on the kernels) or ``"random"``. Map: ``mean_c |x - x'|`` ** ``power``, ``border`` zeroed,
     grey-dilated by ``dilation`` pixels (of the model input).
 
-    Extras: ``difference`` (the raw h x w channel mean of ``|x - x'|``), ``perturbed`` (h x w x 3 x'),
+    Extras: ``difference`` (the raw h x w channel mean of ``|x - x'|``), ``perturbed`` (h x w x C x'),
     ``center_of_mass`` (row, col of the map, original image pixels; ``center_of_mass_input`` in model-input
     pixels), ``score_before``, ``score_after``, ``score_drop``, ``iterations``, ``stopped_early``, ``trace``.
     """

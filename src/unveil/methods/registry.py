@@ -66,7 +66,7 @@ class Context:
     """Everything a method may use for one image: the model, the input, the target and the shared tools."""
 
     model: object
-    image: np.ndarray  # H x W x 3 original, float32 [0, 1]
+    image: np.ndarray  # H x W x C original, float32 [0, 1]
     x: torch.Tensor  # C x h x w model input on the model's device, [0, 1]
     target: int
     probs: np.ndarray  # class probabilities of the unperturbed input
@@ -91,7 +91,7 @@ class Context:
         return None if self.budget is None else self.budget - self.counter[0]
 
     def input_image(self) -> np.ndarray:
-        """The model input as h x w x 3 float32 numpy (what segmentation runs on)."""
+        """The model input as h x w x C float32 numpy (what segmentation runs on, projected to 3 channels)."""
         return self.x.detach().cpu().numpy().transpose(1, 2, 0)
 
     def segment(self, segmentation="slic", n_features: int = 50, **options) -> np.ndarray:

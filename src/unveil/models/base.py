@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..images import load_image, resize
+from ..images import check_alpha, load_image, resize
 
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES"]
 
@@ -47,6 +47,17 @@ class Model:
     channels_last:
         feed torch modules channels-last inputs (faster convolutions on CPU). The module itself is not
         touched; :func:`unveil.load_model` converts its own module's weights too.
+    channels:
+        the number of channels the model takes (3 by default; 1 for grayscale models, any count for
+        multispectral ones; None takes each image with its own channels). Images are fitted to it by the
+        rule of :mod:`unveil.images` (gray repeated, RGB to luminance, alpha composited or dropped).
+    alpha, background:
+        what happens to an image's alpha channel when the model takes fewer channels: ``"composite"`` onto
+        ``background`` (gray level or RGB in [0, 1], white by default) or ``"drop"``.
+    max_side:
+        with ``input_size=None``, an image whose longer side exceeds this many pixels is resized (aspect kept)
+        so that the longer side is ``max_side`` before the model sees it; maps still come back at the image's
+        own resolution. None never resizes. Default 1024.
     eval_mode:
         True (default): forward passes run with every submodule in inference behaviour (batch norm uses its
         running statistics and does not update them, dropout is off), and each submodule's ``training`` flag
@@ -67,6 +78,10 @@ class Model:
         channels_last: bool = False,
         name: str | None = None,
         eval_mode: bool = True,
+        channels: int | None = 3,
+        alpha: str = "composite",
+        background=1.0,
+        max_side: int | None = 1024,
     ):
         if isinstance(fn, Model):
             raise TypeError("fn is already a unveil.Model")
@@ -93,6 +108,18 @@ class Model:
         self._batch_resolved: int | None = None if batch_size == "auto" else int(batch_size)
         self.channels_last = bool(channels_last)
         self.eval_mode = bool(eval_mode)
+        if channels is not None and (
+            isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1
+        ):
+            raise ValueError(f"channels: expected a positive int or None, got {channels!r}")
+        self.channels = None if channels is None else int(channels)
+        check_alpha(alpha, background)
+        self.alpha, self.background = alpha, background
+        if max_side is not None and (
+            isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1
+        ):
+            raise ValueError(f"max_side: expected a positive int or None, got {max_side!r}")
+        self.max_side = None if max_side is None else int(max_side)
         self.name = name or (type(fn).__name__ if self.is_torch else getattr(fn, "__name__", "callable"))
         self._mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -155,10 +182,20 @@ class Model:
         return target
 
     # ------------------------------------------------------------------ inputs
+    def model_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) the model sees for an image of ``height`` x ``width`` (``input_size``, or ``max_side``)."""
+        if self.input_size is not None:
+            return self.input_size
+        longer = max(height, width)
+        if self.max_side is None or longer <= self.max_side:
+            return height, width
+        scale = self.max_side / longer
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
     def prepare(self, image) -> tuple[np.ndarray, torch.Tensor]:
-        """Load ``image`` and return (the H x W x 3 original, the 3 x h x w model input on the device)."""
-        original = load_image(image)
-        small = resize(original, self.input_size) if self.input_size is not None else original
+        """Load ``image`` and return (the H x W x C original, the C x h x w model input on the device)."""
+        original = load_image(image, channels=self.channels, alpha=self.alpha, background=self.background)
+        small = resize(original, self.model_size(*original.shape[:2]))
         x = torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))).to(self.device)
         return original, x
 
@@ -270,7 +307,7 @@ class Model:
             if sample is None:
                 if self.input_size is None:
                     return 16
-                sample = torch.rand(1, 3, *self.input_size, device=self.device)
+                sample = torch.rand(1, self.channels or 3, *self.input_size, device=self.device)
             self._batch_resolved, self.batch_timings = measure_batch_size(self, sample)
         return self._batch_resolved
 
