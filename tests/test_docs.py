@@ -17,3 +17,16 @@ def test_readme_starts_with_the_two_commands():
     head = README.read_text().splitlines()[:6]
     assert any(line.startswith("make demo") for line in head)
     assert any(line.startswith("make test") for line in head)
+
+
+def test_readme_callable_example_runs(capsys):
+    """The README's callable-model example runs as written and does what its comments say."""
+    text = README.read_text()
+    start = text.index("```python", text.index("<!-- example: callable -->")) + len("```python")
+    code = text[start: text.index("```", start)]
+    namespace: dict = {}
+    exec(compile(code, "README.md (callable example)", "exec"), namespace)
+    exp, model = namespace["exp"], namespace["model"]
+    assert exp.map.shape == (120, 160)
+    assert exp.label == model.labels[exp.target]
+    assert capsys.readouterr().out.split()[0] == exp.label
