@@ -96,11 +96,8 @@ def explain(
     if budget is not None and not spec.uses_budget:
         raise ValueError(f"budget: method {spec.name!r} is not a perturbation method and takes no budget")
     model = as_model(model)
-    if spec.needs_gradients and not model.differentiable:
-        raise TypeError(
-            f"method {spec.name!r} needs gradients; model {model.name!r} is a Python callable. "
-            "Wrap a torch.nn.Module, or use a perturbation method."
-        )
+    if spec.needs_gradients:
+        model.require_gradients(spec.name)
     original, x = model.prepare(image)
     bs = model.resolve_batch_size(x.unsqueeze(0)) if batch_size is None else _check_batch_size(batch_size)
     if bs == "auto":

@@ -88,8 +88,8 @@ def model_from_object(obj, batch_size="auto"):
 def load_cli_model(spec: str, batch_size="auto"):
     """``default`` (the embedded model); ``module:attribute`` or ``file.py:attribute`` (a user's Model, torch
     module, callable or factory: see :mod:`unveil.models.loading`); or a saved ImageNet classifier taking
-    normalized 224 x 224 input: a ``torch.export`` program (.pt2, exported with a dynamic batch dimension) or a
-    TorchScript file."""
+    normalized 224 x 224 input: a ``torch.export`` program (.pt2, exported with a dynamic batch dimension), a
+    TorchScript file or an ONNX file (.onnx, run by ONNX Runtime; the graph's image size when it fixes one)."""
     from . import load_model
     from .models.loading import is_object_spec, load_object
 
@@ -99,12 +99,22 @@ def load_cli_model(spec: str, batch_size="auto"):
     if not path.is_file() and is_object_spec(spec):
         return model_from_object(load_object(spec), batch_size)
     if not path.is_file():
-        raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file (.pt2 or TorchScript)")
+        raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file (.pt2, TorchScript or .onnx)")
     import torch
 
     from .models import Model, imagenet_labels
     from .models.default import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 
+    if path.suffix.lower() == ".onnx":
+        try:
+            model = Model.from_onnx(path, mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size=batch_size)
+        except ImportError as err:
+            raise ValueError(f"--model {spec!r}: {err}") from None
+        if model.input_size is None:  # the graph leaves the image size open
+            model.input_size = INPUT_SIZE
+        if model.fn.num_outputs in (None, len(imagenet_labels())):
+            model.labels = list(imagenet_labels())
+        return model
     try:
         if path.suffix == ".pt2":
             module = torch.export.load(str(path)).module()
@@ -289,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--method", type=_method_list, default=[DEFAULT_METHOD],
                    help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
     p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
@@ -309,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--methods", type=_method_list, default=["lime", "occlusion"],
                    help="comma-separated methods (default lime,occlusion)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", type=_target, action="append", default=None,
                    help="class number or name (repeatable: two targets show the classes side by side)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
@@ -332,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=_metric_list, default=["deletion", "insertion"],
                    help="comma-separated: deletion,insertion,randomization,stability,pointing_game "
                         "(default deletion,insertion)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export) or TorchScript file")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations (perturbation methods)")
     p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")

@@ -118,8 +118,8 @@ def _check_methods(methods, model) -> list:
         raise ValueError(f"methods: a method is named twice in {list(methods)}")
     specs = [get_method(m) for m in methods]
     for spec in specs:
-        if spec.needs_gradients and not model.differentiable:
-            raise TypeError(f"methods: {spec.name!r} needs gradients; model {model.name!r} is a Python callable")
+        if spec.needs_gradients:
+            model.require_gradients(spec.name)
     return specs
 
 

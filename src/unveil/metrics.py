@@ -421,7 +421,7 @@ class Randomization:
         explanation = _check_explanation(explanation)
         model = as_model(model)
         if not model.is_torch:
-            raise TypeError(f"randomization: model {model.name!r} is a Python callable; it needs a torch module "
+            raise TypeError(f"randomization: model {model.name!r} is {model.kind}; it needs a torch module "
                             "whose weights can be re-drawn")
         if image is None:
             image = explanation.image

@@ -217,8 +217,7 @@ def explain_batch(
     _check_options(spec, options)
     seed = _check_seed(seed)
     model = as_model(model)
-    if not model.differentiable:
-        raise TypeError(f"method {method!r} needs gradients; model {model.name!r} is a Python callable")
+    model.require_gradients(method)
     if isinstance(images, (str, bytes)) or not hasattr(images, "__iter__"):
         raise TypeError("images: expected a sequence of images (paths, PIL images or arrays)")
     if isinstance(images, np.ndarray) and images.ndim == 3:

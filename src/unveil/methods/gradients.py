@@ -72,9 +72,11 @@ def target_scores(model, out: torch.Tensor, target: int, output: str = "logit") 
 
 
 def _require_torch(model) -> None:
-    if not getattr(model, "differentiable", False):
+    if hasattr(model, "require_gradients"):
+        model.require_gradients()
+    elif not getattr(model, "differentiable", False):
         raise TypeError(
-            f"model {getattr(model, 'name', model)!r} is a Python callable: gradient methods need a "
+            f"model {getattr(model, 'name', model)!r} gives no gradients: gradient methods need a "
             "torch.nn.Module (wrap one with unveil.Model)"
         )
 

@@ -143,12 +143,56 @@ class Model:
         return self.is_torch
 
     @property
+    def kind(self) -> str:
+        """What the model is, in words (for messages)."""
+        return "a torch module" if self.is_torch else "a Python callable"
+
+    def require_gradients(self, method: str | None = None) -> None:
+        """Raise a TypeError naming the methods that need no gradients when this model gives none."""
+        if self.differentiable:
+            return
+        from ..methods.registry import method_specs
+
+        usable = ", ".join(s.name for s in method_specs() if not s.needs_gradients)
+        what = f"method {method!r} needs" if method else "gradient methods need"
+        raise TypeError(
+            f"{what} gradients; model {self.name!r} is {self.kind}, which gives none (only a torch.nn.Module "
+            f"does). Methods that need no gradients: {usable}"
+        )
+
+    # ------------------------------------------------------------------ other kinds of model
+    @classmethod
+    def from_onnx(
+        cls,
+        path,
+        *,
+        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+        labels: Sequence[str] | None = None,
+        input_size: tuple[int, int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        outputs: str = "logits",
+        batch_size: int | str = "auto",
+        providers: Sequence | None = None,
+        session_options=None,
+        name: str | None = None,
+    ) -> "Model":
+        """An ONNX classifier run by ONNX Runtime (black-box methods only): see :func:`unveil.models.onnx.load_onnx`."""
+        from .onnx import load_onnx
+
+        return load_onnx(
+            path, preprocess=preprocess, labels=labels, input_size=input_size, mean=mean, std=std,
+            outputs=outputs, batch_size=batch_size, providers=providers, session_options=session_options,
+            name=name,
+        )
+
+    @property
     def num_classes(self) -> int | None:
         return len(self.labels) if self.labels is not None else None
 
     def __repr__(self) -> str:
         return (
-            f"Model({self.name!r}, input_size={self.input_size}, outputs={self.outputs!r}, "
+            f"{type(self).__name__}({self.name!r}, input_size={self.input_size}, outputs={self.outputs!r}, "
             f"batch_size={self._batch_resolved or self._batch_request!r}, device={self.device})"
         )
 
@@ -234,11 +278,7 @@ class Model:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable raw outputs (logits for a torch module) of an N x C x H x W batch in [0, 1]."""
-        if not self.is_torch:
-            raise TypeError(
-                f"model {self.name!r} is a Python callable: this method needs gradients, which only a "
-                "torch.nn.Module provides"
-            )
+        self.require_gradients()
         self._count(x.shape[0])
         z = x
         if self._mean is not None:

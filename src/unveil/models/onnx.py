@@ -1,0 +1,229 @@
+"""ONNX Runtime models: an ``.onnx`` classifier behind the same adapter as torch modules and callables.
+
+:func:`load_onnx` (also ``unveil.Model.from_onnx``) opens an inference session and wraps it in an
+:class:`OnnxModel`, a :class:`~unveil.models.base.Model` whose function is an :class:`OnnxFunction`: it takes the
+adapter's numpy batch (N x H x W x C float32 in [0, 1]), preprocesses it into the graph's input and runs the
+session. Black-box methods work on it; gradient methods do not (a session gives no gradients), and they say so,
+naming the methods that work instead.
+
+Needs the optional dependency ``onnxruntime`` (``pip install unveil[onnx]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .base import Model
+from .default import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["OnnxFunction", "OnnxModel", "load_onnx", "default_providers"]
+
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            "ONNX models need the package onnxruntime: pip install 'unveil[onnx]' (or pip install onnxruntime)"
+        ) from err
+    return onnxruntime
+
+
+def default_providers() -> list[str]:
+    """ONNX Runtime execution providers to use: CUDA first where this onnxruntime build has it, then the CPU."""
+    ort = _import_ort()
+    available = ort.get_available_providers()
+    wanted = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return wanted + ["CPUExecutionProvider"]
+
+
+def _static(dim) -> int | None:
+    """A graph dimension as an int when it is fixed, else None (symbolic names and unknowns)."""
+    return int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else None
+
+
+class OnnxFunction:
+    """An ONNX Runtime session as a model function: ``fn(batch) -> N x classes`` raw outputs (numpy).
+
+    ``batch`` is N x H x W x C float32 in [0, 1] (what :class:`Model` hands a callable). ``preprocess`` turns
+    it into the graph's input; the default normalizes with ``mean``/``std`` (ImageNet's when None) and lays it out as the graph
+    wants (N x C x H x W unless the graph's static shape puts 3 channels last) in the input's dtype. The
+    first output of the graph is returned. A graph with a fixed batch dimension B gets exactly B inputs per
+    run: a shorter batch is padded (padding rows are dropped from the result) and a longer one split.
+    """
+
+    def __init__(
+        self,
+        session,
+        *,
+        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        name: str = "onnx",
+    ):
+        self.session = session
+        self.name = name
+        inputs = session.get_inputs()
+        self.input_name = inputs[0].name
+        self.input_shape = list(inputs[0].shape)
+        self.input_type = inputs[0].type
+        self.output_name = session.get_outputs()[0].name
+        self.dtype = _DTYPES.get(self.input_type)
+        rank = len(self.input_shape)
+        self.fixed_batch = _static(self.input_shape[0]) if rank else None
+        self.channels_last = (
+            rank == 4 and _static(self.input_shape[3]) in (1, 3) and _static(self.input_shape[1]) not in (1, 3)
+        )
+        self.preprocess = preprocess
+        if preprocess is None:
+            if rank != 4:
+                raise ValueError(
+                    f"{name}: the graph's input {self.input_name!r} has shape {self.input_shape}, not an image "
+                    "batch (4 dimensions); pass preprocess= to build it from the N x H x W x C batch"
+                )
+            if self.dtype is None:
+                raise ValueError(
+                    f"{name}: the graph's input {self.input_name!r} is {self.input_type}; the default "
+                    "preprocessing makes float inputs; pass preprocess= to build it"
+                )
+            self._mean = np.asarray(IMAGENET_MEAN if mean is None else mean, dtype=np.float32)
+            self._std = np.asarray(IMAGENET_STD if std is None else std, dtype=np.float32)
+            if self._mean.shape != (3,) or self._std.shape != (3,) or not np.all(self._std > 0):
+                raise ValueError(f"mean, std: expected 3 values each (std > 0), got {mean!r} and {std!r}")
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) when the graph fixes both, else None."""
+        if len(self.input_shape) != 4:
+            return None
+        h, w = (self.input_shape[1], self.input_shape[2]) if self.channels_last else self.input_shape[2:4]
+        h, w = _static(h), _static(w)
+        return (h, w) if h and w else None
+
+    @property
+    def num_outputs(self) -> int | None:
+        """The number of classes when the graph's first output fixes it."""
+        shape = self.session.get_outputs()[0].shape
+        return _static(shape[-1]) if len(shape) == 2 else None
+
+    def default_preprocess(self, batch: np.ndarray) -> np.ndarray:
+        """(batch - mean) / std, in the graph's layout and dtype."""
+        x = (batch - self._mean) / self._std
+        if not self.channels_last:
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        n = batch.shape[0]
+        x = self.default_preprocess(batch) if self.preprocess is None else np.asarray(self.preprocess(batch))
+        if self.dtype is not None and x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        b = self.fixed_batch
+        if b is None or n == b:
+            return self._run(x)
+        outs = []
+        for i in range(0, n, b):
+            part = x[i : i + b]
+            k = part.shape[0]
+            if k < b:  # pad with copies of the last input; their outputs are dropped
+                part = np.concatenate([part, np.repeat(part[-1:], b - k, axis=0)])
+            outs.append(self._run(part)[:k])
+        return np.concatenate(outs)
+
+    def __repr__(self) -> str:
+        return f"OnnxFunction({self.name!r}, input {self.input_name!r} {self.input_shape} {self.input_type})"
+
+
+class OnnxModel(Model):
+    """A :class:`Model` over an ONNX Runtime session (see :func:`load_onnx`); ``fn`` is its :class:`OnnxFunction`."""
+
+    kind = "an ONNX Runtime model"
+
+    @property
+    def session(self):
+        return self.fn.session
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually runs on, in order of preference."""
+        return list(self.fn.session.get_providers())
+
+
+def load_onnx(
+    path,
+    *,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    labels: Sequence[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    outputs: str = "logits",
+    batch_size: int | str = "auto",
+    providers: Sequence | None = None,
+    session_options=None,
+    name: str | None = None,
+) -> OnnxModel:
+    """Load an ONNX classifier from ``path`` as a :class:`Model` running on ONNX Runtime.
+
+    The graph must have one input: an image batch (N x C x H x W, or N x H x W x C when its static shape says
+    so) unless ``preprocess`` builds it. ``preprocess(batch) -> array``: ``batch`` is N x H x W x C float32 in
+    [0, 1] at ``input_size``; it returns the graph's input for those N images. Without it, the batch is
+    normalized with ``mean``/``std`` (per channel; default: ImageNet's; ``mean=(0, 0, 0), std=(1, 1, 1)`` for a
+    graph that takes [0, 1] input) and laid out as the graph wants. ``input_size`` defaults to the graph's static (height, width); with neither, each image keeps its
+    own size. The first output is read as N x classes ``outputs`` (``"logits"``, softmaxed by the adapter,
+    or ``"probabilities"``). ``batch_size``: an int or ``"auto"`` (timed on first use like torch models; a
+    graph with a fixed batch dimension uses that size). ``providers`` default to :func:`default_providers`;
+    ``session_options`` is an ``onnxruntime.SessionOptions`` (threads, graph optimizations).
+    """
+    ort = _import_ort()
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path: expected the path of an .onnx file, got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"ONNX model {str(path)!r}: no such file")
+    if preprocess is not None and not callable(preprocess):
+        raise TypeError(f"preprocess: expected a callable batch -> array, got {type(preprocess).__name__}")
+    if preprocess is not None and (mean is not None or std is not None):
+        raise ValueError("mean, std: they belong to the default preprocessing; with preprocess= normalize there")
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=session_options, providers=list(providers or default_providers())
+        )
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"ONNX model {str(path)!r}: not a readable ONNX model ({detail})") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs)
+        raise ValueError(
+            f"ONNX model {str(path)!r}: expected a graph with one input (the image batch), it has "
+            f"{len(inputs)}: {names}"
+        )
+    name = name or path.stem
+    fn = OnnxFunction(session, preprocess=preprocess, mean=mean, std=std, name=f"ONNX model {str(path)!r}")
+    graph_size = fn.input_size
+    if input_size is None:
+        input_size = graph_size
+    elif graph_size is not None and tuple(input_size) != graph_size:
+        raise ValueError(
+            f"input_size: ONNX model {str(path)!r} takes {graph_size[0]} x {graph_size[1]} images, "
+            f"got input_size={tuple(input_size)}"
+        )
+    n_out = fn.num_outputs
+    if labels is not None and n_out is not None and len(labels) != n_out:
+        raise ValueError(f"labels: ONNX model {str(path)!r} has {n_out} outputs, got {len(labels)} labels")
+    if fn.fixed_batch is not None and batch_size == "auto":
+        batch_size = fn.fixed_batch  # the graph decides; other sizes still work (padded or split)
+    return OnnxModel(fn, input_size=input_size, labels=labels, outputs=outputs, batch_size=batch_size, name=name)

@@ -1,0 +1,316 @@
+"""ONNX Runtime models: models exported from torch in the tests give what the torch adapter gives on the same
+module (outputs, counts, maps); gradient methods and bad files fail clearly; the CLI loads .onnx files."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from conftest import TinyNet
+from PIL import Image
+
+import unveil
+from unveil.cli import main
+from unveil.models.base import BATCH_CANDIDATES
+from unveil.models.onnx import OnnxModel
+
+
+def export(module: torch.nn.Module, path, shape, *, fixed_batch: bool = False) -> str:
+    """Export ``module`` to ONNX at ``path`` for inputs of ``shape`` (N first); the batch dimension is dynamic
+    unless ``fixed_batch`` (then it is ``shape[0]``)."""
+    dynamic = None if fixed_batch else {"image": {0: "batch"}, "scores": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        torch.onnx.export(module.eval(), (torch.rand(*shape),), str(path), input_names=["image"],
+                          output_names=["scores"], dynamic_axes=dynamic, dynamo=False)
+    return str(path)
+
+
+class SoftTiny(torch.nn.Module):
+    """The tests' TinyNet with its logits scaled down, so that probabilities (and maps) are far from saturated."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = TinyNet()
+
+    def forward(self, x):
+        return self.net(x) / 8
+
+
+def torch_tiny(**kwargs) -> unveil.Model:
+    return unveil.Model(SoftTiny(), input_size=(32, 32), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    return export(SoftTiny(), tmp_path_factory.mktemp("onnx") / "tiny.onnx", (2, 3, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx_fixed(tmp_path_factory):
+    return export(SoftTiny(), tmp_path_factory.mktemp("onnx") / "tiny_b4.onnx", (4, 3, 32, 32), fixed_batch=True)
+
+
+def onnx_tiny(path, **kwargs) -> OnnxModel:
+    return unveil.Model.from_onnx(path, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25), **kwargs)
+
+
+@pytest.fixture
+def batch():
+    return torch.rand(7, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 48, 3)).astype(np.float32)
+    img[8:24, 10:30] = [0.9, 0.2, 0.1]
+    return img
+
+
+# ---------------------------------------------------------------- the small model
+
+
+def test_reads_input_size_and_layout_from_the_graph(tiny_onnx, tiny_onnx_fixed):
+    m = onnx_tiny(tiny_onnx)
+    assert isinstance(m, unveil.Model) and m.input_size == (32, 32) and m.name == "tiny"
+    assert m.fn.fixed_batch is None and not m.fn.channels_last
+    assert m.providers[-1] == "CPUExecutionProvider"
+    assert onnx_tiny(tiny_onnx_fixed).fn.fixed_batch == 4
+    with pytest.raises(ValueError, match="takes 32 x 32 images"):
+        onnx_tiny(tiny_onnx, input_size=(64, 64))
+    with pytest.raises(ValueError, match="has 10 outputs, got 3 labels"):
+        onnx_tiny(tiny_onnx, labels=["a", "b", "c"])
+
+
+def test_probabilities_match_the_torch_adapter(tiny_onnx, batch):
+    ref = torch_tiny(batch_size=16).probabilities(batch)
+    got = onnx_tiny(tiny_onnx, batch_size=16).probabilities(batch)
+    assert got.shape == (7, 10) and got.dtype == torch.float32
+    assert torch.allclose(got, ref, atol=1e-5)
+    logits = onnx_tiny(tiny_onnx).fn(np.ascontiguousarray(batch.numpy().transpose(0, 2, 3, 1)))
+    with torch.inference_mode():
+        ref_logits = torch_tiny().forward(batch).numpy()
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-4)
+    assert np.abs(logits - ref_logits[::-1]).max() > 0.1  # the inputs differ enough for the check to fail
+
+
+def test_batch_size_invariance_and_fixed_batch_graphs(tiny_onnx, tiny_onnx_fixed, batch):
+    ref = torch_tiny(batch_size=16).probabilities(batch)
+    for path in (tiny_onnx, tiny_onnx_fixed):  # the fixed graph pads 1, 3 and 7 up to 4 and splits 8
+        m = onnx_tiny(path)
+        for bs in (1, 3, 4, 8):
+            assert torch.allclose(m.probabilities(batch, batch_size=bs), ref, atol=1e-5), (path, bs)
+
+
+def test_counts_every_image_once_padding_excluded(tiny_onnx, tiny_onnx_fixed, batch, image):
+    for path in (tiny_onnx, tiny_onnx_fixed):
+        m = onnx_tiny(path, batch_size=3)
+        with m.counting() as c:
+            m.probabilities(batch)
+        assert c[0] == 7 and m.n_evals == 7
+    t, o = torch_tiny(batch_size=8), onnx_tiny(tiny_onnx, batch_size=8)
+    et = unveil.explain(t, image, method="occlusion", seed=0, window=8)
+    eo = unveil.explain(o, image, method="occlusion", seed=0, window=8)
+    assert eo.n_evals == et.n_evals > 1 and o.n_evals == t.n_evals
+    assert np.abs(et.map).max() > 1e-3
+    np.testing.assert_allclose(eo.map, et.map, atol=1e-5)
+
+
+def test_auto_batch_size_is_measured_or_taken_from_the_graph(tiny_onnx, tiny_onnx_fixed, image):
+    m = onnx_tiny(tiny_onnx)
+    assert m.batch_size == "auto"
+    unveil.explain(m, image, method="occlusion", window=16)
+    assert m.batch_size in BATCH_CANDIDATES and set(m.batch_timings) == set(BATCH_CANDIDATES)
+    fixed = onnx_tiny(tiny_onnx_fixed)
+    assert fixed.batch_size == 4 and not hasattr(fixed, "batch_timings")
+
+
+def test_lime_map_is_the_torch_adapters(tiny_onnx, image):
+    options = dict(method="lime", seed=3, n_samples=40, n_features=12, segmentation="grid")
+    et = unveil.explain(torch_tiny(batch_size=16), image, **options)
+    eo = unveil.explain(onnx_tiny(tiny_onnx, batch_size=5), image, **options)
+    assert eo.target == et.target and eo.n_evals == et.n_evals == 40 and np.abs(et.weights).max() > 1e-3
+    np.testing.assert_allclose(eo.weights, et.weights, atol=1e-4)
+    np.testing.assert_allclose(eo.map, et.map, atol=1e-4)
+
+
+def test_user_preprocess_replaces_the_default(tiny_onnx, batch):
+    def preprocess(b):  # N x H x W x 3 in [0, 1] -> the graph's N x 3 x H x W (float64 is cast to float32)
+        return ((b.astype(np.float64) - 0.5) / 0.25).transpose(0, 3, 1, 2)
+
+    m = unveil.Model.from_onnx(tiny_onnx, preprocess=preprocess, batch_size=8)
+    ref = unveil.Model(SoftTiny(), input_size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3,
+                       batch_size=8).probabilities(batch)
+    assert torch.allclose(m.probabilities(batch), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="mean, std"):
+        unveil.Model.from_onnx(tiny_onnx, preprocess=preprocess, mean=(0.5,) * 3)
+
+
+class ChannelsLastSoftmax(torch.nn.Module):
+    """SoftTiny behind an N x H x W x C input, ending in a softmax (a graph that outputs probabilities)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = SoftTiny()
+
+    def forward(self, x):
+        return torch.softmax(self.net(x.permute(0, 3, 1, 2)), dim=1)
+
+
+def test_channels_last_graph_and_probability_outputs(tmp_path, batch):
+    path = export(ChannelsLastSoftmax(), tmp_path / "nhwc.onnx", (2, 32, 32, 3))
+    m = unveil.Model.from_onnx(path, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25), outputs="probabilities",
+                               batch_size=8)
+    assert m.fn.channels_last and m.input_size == (32, 32)
+    assert torch.allclose(m.probabilities(batch), torch_tiny(batch_size=8).probabilities(batch), atol=1e-5)
+
+
+# ---------------------------------------------------------------- what does not work, clearly
+
+
+def test_gradient_methods_name_the_methods_that_work(tiny_onnx, image):
+    specs = unveil.method_specs()
+    usable = [s.name for s in specs if not s.needs_gradients]
+    needing = [s.name for s in specs if s.needs_gradients]
+    assert usable and needing
+    callable_model = unveil.Model(lambda b: np.full((len(b), 2), 0.5), input_size=(32, 32), name="fn")
+    for m, kind in ((onnx_tiny(tiny_onnx), "ONNX Runtime model"), (callable_model, "Python callable")):
+        for method in ("saliency", "gradcam", "meaningful"):
+            with pytest.raises(TypeError) as info:
+                unveil.explain(m, image, method=method)
+            text = str(info.value)
+            assert f"method {method!r} needs gradients" in text and kind in text
+            listed = text.split("need no gradients:")[1]
+            assert all(name in listed for name in usable)
+            assert not any(name in listed.replace(",", " ").split() for name in needing)
+        with pytest.raises(TypeError, match="Methods that need no gradients: " + ", ".join(usable)):
+            m.forward(torch.rand(1, 3, 32, 32))
+        with pytest.raises(TypeError, match="needs gradients"):
+            unveil.compare(m, image, methods=["occlusion", "integrated_gradients"])
+    assert unveil.explain(onnx_tiny(tiny_onnx), image, method="rise", n_masks=20, seed=0).n_evals == 21
+
+
+def test_bad_files_are_clear_value_errors(tmp_path, tiny_onnx):
+    missing = tmp_path / "missing.onnx"
+    with pytest.raises(ValueError, match=r"missing\.onnx'?: no such file"):
+        unveil.Model.from_onnx(missing)
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("this is not a model")
+    with pytest.raises(ValueError, match=r"junk\.onnx'?: not a readable ONNX model"):
+        unveil.Model.from_onnx(junk)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.onnx"):
+        unveil.Model.from_onnx(empty)
+
+    class TwoInputs(torch.nn.Module):
+        def forward(self, a, b):
+            return a.mean(dim=(2, 3)) + b.mean(dim=(2, 3))
+
+    two = tmp_path / "two.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TwoInputs(), (torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)), str(two),
+                          input_names=["left", "right"], dynamo=False)
+    with pytest.raises(ValueError, match=r"two\.onnx.*one input.*it has 2: 'left', 'right'"):
+        unveil.Model.from_onnx(two)
+    with pytest.raises(TypeError, match="path"):
+        unveil.Model.from_onnx(123)
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+class Small1000(torch.nn.Module):
+    """224 x 224 -> 1000 logits, cheap: a strided conv, pooling and a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 16, stride=16)
+        self.fc = torch.nn.Linear(4 * 14 * 14, 1000)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_cli_explains_with_an_onnx_file_as_the_torch_adapter_does(tmp_path, capsys):
+    from unveil.models.default import IMAGENET_MEAN, IMAGENET_STD
+
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(photo)
+    net = Small1000().eval()
+    path = export(net, tmp_path / "small.onnx", (2, 3, 224, 224))
+    out = tmp_path / "res"
+    assert main(["explain", str(photo), "--model", path, "--method", "occlusion", "-o", "window=56",
+                 "--out", str(out), "--no-progress", "--batch-size", "8"]) == 0
+    text = capsys.readouterr().out
+    meta = json.loads((out / "photo_occlusion.json").read_text())
+    # the same module through the torch adapter, set up as the CLI sets up an ImageNet classifier
+    ref_model = unveil.Model(net, input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                             labels=unveil.imagenet_labels(), batch_size=8)
+    ref = unveil.explain(ref_model, str(photo), method="occlusion", window=56)
+    top = ref_model.predict(str(photo), k=5)
+    for (idx, label, p), line in zip(top, text.splitlines()[1:6]):
+        assert line.split()[0] == str(idx) and label in line and f"{p:.4f}" in line
+    assert meta["target"] == ref.target and meta["label"] == ref.label == unveil.imagenet_labels()[ref.target]
+    assert meta["n_evals"] == ref.n_evals
+    onnx_map = np.load(out / "photo_occlusion.npz")["map"]
+    assert np.abs(ref.map).max() > 1e-4
+    np.testing.assert_allclose(onnx_map, ref.map, atol=1e-5)
+
+
+def test_cli_reports_a_bad_onnx_file_in_one_line(tmp_path, capsys):
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(photo)
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not onnx")
+    assert main(["explain", str(photo), "--model", str(bad), "--no-progress", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unveil: error:") and "bad.onnx" in err and "not a readable ONNX model" in err
+
+
+# ---------------------------------------------------------------- the embedded default model
+
+
+@pytest.fixture(scope="module")
+def default_pair(tmp_path_factory):
+    """The default model and the same module exported to ONNX (each with a fixed batch size: no calibration)."""
+    torch_model = unveil.load_model(batch_size=16)
+    path = export(torch_model.fn, tmp_path_factory.mktemp("onnx") / "default.onnx", (2, 3, 224, 224))
+    onnx_model = unveil.Model.from_onnx(path, labels=unveil.imagenet_labels(), batch_size=16)
+    return torch_model, onnx_model
+
+
+@pytest.mark.slow
+def test_default_model_logits_and_top_class_match(default_pair):
+    t, o = default_pair
+    assert o.input_size == t.input_size == (224, 224)
+    _, x = t.prepare(skimage.data.chelsea())
+    xs = torch.cat([x.unsqueeze(0), torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))])
+    with torch.inference_mode():
+        ref = t.forward(xs).numpy()
+    got = o.fn(np.ascontiguousarray(xs.numpy().transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    assert t.predict(skimage.data.chelsea(), k=1)[0][0] == o.predict(skimage.data.chelsea(), k=1)[0][0] == 285
+
+
+@pytest.mark.slow
+def test_default_model_lime_map_is_the_same(default_pair):
+    t, o = default_pair
+    img = skimage.data.chelsea()
+    et = unveil.explain(t, img, method="lime", seed=0, n_samples=60)
+    eo = unveil.explain(o, img, method="lime", seed=0, n_samples=60)
+    assert eo.target == et.target == 285 and eo.label == et.label
+    assert eo.n_evals == et.n_evals == 60
+    np.testing.assert_array_equal(eo.segments, et.segments)
+    np.testing.assert_allclose(eo.map, et.map, atol=1e-4 * float(np.abs(et.map).max()))
