@@ -25,7 +25,6 @@ Methods (:data:`TABULAR_METHODS`):
 from __future__ import annotations
 
 import csv
-import inspect
 import math
 import time
 from pathlib import Path
