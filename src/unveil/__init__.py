@@ -3,6 +3,7 @@
     import unveil
     model = unveil.load_model()
     exp = unveil.explain(model, "cat.jpg", method="lime", seed=0)
+    row = unveil.explain_tabular(clf.predict_proba, X[0], background=X, method="kernelshap")
 """
 
 from .api import DEFAULT_METHOD, explain
@@ -13,6 +14,7 @@ from .models import Model, as_model, imagenet_labels, load_model
 from .tuning import tune_cpu
 from . import metrics
 from .compare import compare
+from .tabular_explain import explain_tabular, tabular_methods
 
 __version__ = "0.1.0"
 
@@ -24,6 +26,8 @@ def methods() -> list[str]:
 
 __all__ = [
     "explain",
+    "explain_tabular",
+    "tabular_methods",
     "compare",
     "metrics",
     "Explanation",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .api import DEFAULT_METHOD
+from .tabular_explain import DEFAULT_TABULAR_METHOD
 
 __all__ = ["main", "build_parser"]
 
@@ -291,6 +292,62 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _table_method(text: str) -> str:
+    from .tabular_explain import tabular_methods
+
+    if text not in tabular_methods():
+        raise argparse.ArgumentTypeError(f"unknown method {text!r}; available: {', '.join(tabular_methods())}")
+    return text
+
+
+def cmd_explain_table(args) -> int:
+    """Explain one row of a CSV file against the other rows (the background)."""
+    import numpy as np
+
+    from .models.loading import load_object
+    from .tabular_explain import explain_tabular, load_csv
+
+    data, names = load_csv(args.csv, args.label_column)
+    n = len(data)
+    if n < 2:
+        raise ValueError(f"{args.csv}: one data row; the other rows are the background, so at least 2 are needed")
+    if not 0 <= args.row < n:
+        raise ValueError(f"--row {args.row}: the file has {n} data rows (0..{n - 1}, the header not counted)")
+    background = np.delete(data, args.row, axis=0)
+    if args.background_rows is not None:
+        if args.background_rows < 1:
+            raise ValueError(f"--background-rows: expected a positive int, got {args.background_rows}")
+        if args.background_rows < len(background):
+            pick = np.random.default_rng(args.seed).choice(len(background), args.background_rows, replace=False)
+            background = background[np.sort(pick)]
+    model = load_object(args.model)
+    exp = explain_tabular(model, data[args.row], background=background, method=args.method, target=args.target,
+                          feature_names=names, seed=args.seed, budget=args.budget, batch_size=args.batch_size,
+                          **dict(args.option or []))
+    out = Path(args.out)
+    base = out / f"{Path(args.csv).stem}_row{args.row}_{exp.method}"
+    exp.plot(base.with_suffix(".png"))
+    exp.save(base.with_suffix(".npz"))
+    order = np.argsort(-np.abs(exp.weights), kind="stable")
+    if args.json:
+        print(json.dumps({
+            "csv": args.csv, "row": args.row, "method": exp.method, "target": exp.target, "label": exp.label,
+            "score": exp.score, "base_value": exp.extras.get("base_value"), "n_evals": exp.n_evals,
+            "seconds": exp.seconds, "seed": exp.seed, "background_rows": len(background),
+            "features": [{"name": names[i], "value": float(exp.values[i]), "weight": float(exp.weights[i])}
+                         for i in order],
+            "files": [str(base.with_suffix(s)) for s in (".png", ".npz", ".json")],
+        }, indent=2))
+        return 0
+    print(f"{args.csv} row {args.row}: {exp.method}, target {exp.target} '{exp.label}' score={exp.score:.4f}, "
+          f"{exp.n_evals} evals, {exp.seconds:.2f} s, {len(background)} background rows")
+    width = max(len(names[i]) for i in order[: args.top])
+    for i in order[: args.top]:
+        print(f"  {names[i]:<{width}s} = {exp.values[i]:<12.6g} {exp.weights[i]:+.6f}")
+    print(f"  -> {base}.png/.npz/.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unveil", description="Explain why a neural network made a prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -358,6 +415,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON (curves included)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("explain-table", help="explain one row of a CSV file (the other rows are the background)")
+    p.add_argument("csv", metavar="CSV", help="header row = feature names, then one row of numbers per line")
+    p.add_argument("--row", type=int, required=True, help="the data row to explain (0 = the first after the header)")
+    p.add_argument("--model", required=True,
+                   help="module:attribute or file.py:attribute: a callable rows -> scores, an estimator with "
+                        "predict_proba/predict, a torch module, or a factory returning one")
+    p.add_argument("--method", type=_table_method, default=DEFAULT_TABULAR_METHOD,
+                   help=f"a tabular method (default {DEFAULT_TABULAR_METHOD}; unveil.tabular_methods() lists them)")
+    p.add_argument("--target", type=_target, default=None, help="output number or class name (default: top)")
+    p.add_argument("--label-column", default=None, metavar="NAME", help="a column to drop (e.g. the label)")
+    p.add_argument("--background-rows", type=int, default=None, metavar="K",
+                   help="use K of the other rows as background, drawn with --seed (default: all of them)")
+    p.add_argument("--budget", type=int, default=None, help="most model evaluations (rows), the row included")
+    p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
+                   help="a method option, e.g. -o num_samples=2000 -o baseline=background (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="most rows in one call of the model")
+    p.add_argument("--top", type=int, default=10, help="features printed (default 10)")
+    p.add_argument("--out", default="results", help="output folder (default results/)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_explain_table)
     return parser
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["Explanation"]
 
-_ARRAYS = ("map", "segments", "weights", "image")
+_ARRAYS = ("map", "segments", "weights", "image", "values")
 
 
 def _jsonable(value: Any):
@@ -33,14 +33,20 @@ def _jsonable(value: Any):
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why the model gave ``target`` its score, for one image.
+    """Why the model gave ``target`` its score, for one image (``kind="image"``) or one table row
+    (``kind="tabular"``, from :func:`unveil.explain_tabular`).
 
     ``map``: H x W float32 signed importance at the input image's own resolution (positive = supports the
     target). ``segments``: H x W int32 feature labels (segment-based methods) or None. ``weights``: one value
     per feature (per segment; for ``streak`` the gains in selection order, see ``extras['selected']``).
     ``score``: the target's probability on the unperturbed input. ``n_evals``: model evaluations spent,
     the unperturbed input included. ``seconds``: wall time of the whole call. ``extras``: method-specific
-    results (surrogate R², standard errors, ...). ``image``: the input (H x W x C float32, as the model took it), kept for plots.
+    results (surrogate R², standard errors, ...). ``image``: the input (H x W x C float32, as the model took it), kept
+    for plots.
+
+    For a table row, ``map`` and ``weights`` hold one weight per feature (F values), ``feature_names`` the
+    columns' names, ``values`` the explained row, ``score`` the model's output for ``target`` on it (a
+    probability or any score), and ``segments`` and ``image`` are None.
     """
 
     map: np.ndarray
@@ -56,11 +62,14 @@ class Explanation:
     weights: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
     image: np.ndarray | None = field(default=None, repr=False)
+    kind: str = "image"
+    feature_names: list | None = None
+    values: np.ndarray | None = field(default=None, repr=False)
 
     # --------------------------------------------------------------------- masks
     def top_features(self, k: int) -> np.ndarray:
         """Indices of the ``k`` features with the largest weights (for ``streak``: the selected set)."""
-        if self.segments is None or self.weights is None:
+        if self.weights is None or (self.segments is None and self.kind != "tabular"):
             raise ValueError(f"method {self.method!r} gives a pixel map without segments; use top_mask(fraction=...)")
         if "selected" in self.extras:
             return np.asarray(self.extras["selected"], dtype=np.int64)[:k]
@@ -138,12 +147,19 @@ class Explanation:
         return overlay(self, alpha=alpha, cmap=cmap)
 
     def plot(self, path: str | Path | None = None, **kwargs):
-        """Draw the overlay with a colour bar and a title (label, score, method); save it if ``path``."""
-        from .viz import plot
+        """Draw the overlay with a colour bar and a title (label, score, method); save it if ``path``.
+        A table row's explanation is drawn as horizontal bars, one per feature (see :func:`unveil.viz.plot_table`)."""
+        from .viz import plot, plot_table
 
-        return plot(self, path, **kwargs)
+        return (plot_table if self.kind == "tabular" else plot)(self, path, **kwargs)
 
     def __repr__(self) -> str:
+        if self.kind == "tabular":
+            return (
+                f"Explanation(method={self.method!r}, kind='tabular', target={self.target} ({self.label!r}), "
+                f"score={self.score:.4f}, features={self.map.shape[0]}, n_evals={self.n_evals}, "
+                f"seconds={self.seconds:.2f})"
+            )
         return (
             f"Explanation(method={self.method!r}, target={self.target} ({self.label!r}), score={self.score:.4f}, "
             f"map={self.map.shape}, n_evals={self.n_evals}, seconds={self.seconds:.2f})"

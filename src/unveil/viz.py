@@ -9,7 +9,7 @@ import numpy as np
 
 from .images import rgb_projection
 
-__all__ = ["overlay", "plot", "grid_figure", "figure_to_png"]
+__all__ = ["overlay", "plot", "plot_table", "grid_figure", "figure_to_png"]
 
 
 def _symmetric_limit(m: np.ndarray) -> float:
@@ -68,6 +68,42 @@ def plot(exp, path: str | Path | None = None, *, cmap: str = "bwr", boundaries: 
     fig.suptitle(
         f"{exp.method}: target {exp.target} '{exp.label}' p={exp.score:.3f}  "
         f"({exp.n_evals} evals, {exp.seconds:.1f} s)",
+        fontsize=10,
+    )
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
+    return fig
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def plot_table(exp, path: str | Path | None = None, *, max_features: int = 20, dpi: int = 100):
+    """Horizontal bars of a table row's weights, the largest |weight| on top (at most ``max_features``; the
+    rest are counted in the axis label): red supports the target, blue opposes it; each bar is labelled
+    with the feature's name and the row's value. Written to ``path`` (PNG) when given."""
+    from matplotlib.figure import Figure
+
+    weights = np.asarray(exp.weights if exp.weights is not None else exp.map, dtype=np.float64)
+    names = list(exp.feature_names or [f"x{i}" for i in range(weights.size)])
+    values = None if exp.values is None else np.asarray(exp.values)
+    order = np.argsort(-np.abs(weights), kind="stable")[: max(1, int(max_features))]
+    labels = [names[i] if values is None else f"{names[i]} = {_short(values[i])}" for i in order]
+    fig = Figure(figsize=(7.0, 1.2 + 0.32 * len(order)), dpi=dpi)
+    ax = fig.subplots()
+    pos = np.arange(len(order))[::-1]
+    colours = ["#d62728" if weights[i] > 0 else "#1f77b4" for i in order]
+    ax.barh(pos, weights[order], color=colours)
+    ax.set_yticks(pos, labels, fontsize=8)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    hidden = weights.size - len(order)
+    ax.set_xlabel("weight" + (f"  ({hidden} smaller features not shown)" if hidden > 0 else ""), fontsize=9)
+    ax.set_title(
+        f"{exp.method}: target {exp.target} '{exp.label}' score={exp.score:.4g}  "
+        f"({exp.n_evals} evals, {exp.seconds:.2f} s)",
         fontsize=10,
     )
     if path is not None:

@@ -4,6 +4,8 @@ The rule for what the attribute may be:
 
 * a :class:`unveil.Model`, a ``torch.nn.Module`` instance, or a callable taking one argument (a numpy batch
   N x H x W x C in [0, 1] for images, N x features for tables) is used as it is;
+* an object with a ``predict_proba`` or ``predict`` method (a fitted scikit-learn estimator; for tables) is
+  used as it is;
 * a ``torch.nn.Module`` subclass, or a callable that takes no required argument (a factory), is called once
   with no arguments and its result is used by the rule above.
 
@@ -71,6 +73,10 @@ def _required_args(fn) -> int | None:
     )
 
 
+def _is_estimator(obj) -> bool:
+    return not inspect.isclass(obj) and any(callable(getattr(obj, a, None)) for a in ("predict_proba", "predict"))
+
+
 def load_object(spec: str):
     """Return the model object named by ``module:attribute`` (see the module rule); ValueError on failure."""
     import torch
@@ -85,7 +91,7 @@ def load_object(spec: str):
         if not hasattr(obj, part):
             raise ValueError(f"--model {spec!r}: {module!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    if isinstance(obj, (Model, torch.nn.Module)):
+    if isinstance(obj, (Model, torch.nn.Module)) or (_is_estimator(obj) and not callable(obj)):
         return obj
     if inspect.isclass(obj) and issubclass(obj, torch.nn.Module):
         factory = True
@@ -99,7 +105,7 @@ def load_object(spec: str):
         made = obj()
     except Exception as err:
         raise ValueError(f"--model {spec!r}: calling the factory {attr}() failed ({type(err).__name__}: {err})") from err
-    if isinstance(made, (Model, torch.nn.Module)) or callable(made):
+    if isinstance(made, (Model, torch.nn.Module)) or callable(made) or _is_estimator(made):
         return made
     raise ValueError(
         f"--model {spec!r}: the factory {attr}() returned a {type(made).__name__}, not a model, module or callable"

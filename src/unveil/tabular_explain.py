@@ -1,0 +1,680 @@
+"""Explain one row of a table: ``explain_tabular(model_fn, x, background=X, method=...) -> Explanation``.
+
+The model is any function of a batch of rows (N x F float64 numpy) returning N x outputs scores (class
+probabilities such as a scikit-learn ``predict_proba``, or logits), or N values (a regression: one output).
+The explanation gives one signed weight per feature (column) for one output, the ``target``.
+
+Methods (:data:`TABULAR_METHODS`):
+
+* ``lime``: the ``lime`` package's ``LimeTabularExplainer`` sampling and weighting. With ``discretize=True``
+  each feature is cut at the background's quartiles (or deciles); a sample draws each feature's bin from the
+  background's bin frequencies and a value inside that bin (a normal with the bin's mean and standard
+  deviation, truncated to the bin), and its interpretable vector says which features fall in the explained
+  row's own bin. With ``discretize=False`` samples are N(0, 1) scaled by the background's standard deviation
+  around its mean (or around the row), and the surrogate sees standardized values. Weights:
+  sqrt(exp(-d² / width²)), d the Euclidean distance to the row in the interpretable space, width
+  0.75 sqrt(F); surrogate: weighted ridge (alpha 1).
+* ``kernelshap``, ``shapley``, ``streak``: set functions over coalitions S of features, f(S) = the target's
+  score with the features in S at the row's values and the others hidden. Hidden features take the
+  background's mean (``baseline="mean"``, one evaluation per coalition, the default), or the values of
+  ``n_background`` background rows with the scores averaged (``baseline="background"``: the interventional
+  expectation E_b f(x_S, b_rest), ``n_background`` evaluations per coalition), or a given row. On a model
+  linear in the features both give coefficient x (x - background mean).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .explanation import Explanation
+from .methods.kernelshap import constrained_fit, sample_coalitions, shapley_kernel
+from .methods.lime import SELECTIONS, fit_surrogate, weighted_r2
+from .methods.registry import MethodSpec
+from .methods.shapley import budget_chunks, marginal_contributions, permutation_masks
+from .streak import streak as run_streak
+
+__all__ = ["explain_tabular", "tabular_methods", "TABULAR_METHODS", "DEFAULT_TABULAR_METHOD", "load_csv", "TableModel"]
+
+#: rows in one call of the model function unless ``batch_size`` says otherwise.
+DEFAULT_BATCH_ROWS = 4096
+#: most row values (rows x features) composed at once.
+CHUNK_VALUES = 1 << 21
+BASELINES = ("mean", "background")
+DISCRETIZERS = {"quartile": (25, 50, 75), "decile": tuple(range(10, 100, 10))}
+LIME_SELECTIONS = ("auto", "none", "forward", "highest_weights", "streak")
+DEFAULT_TABULAR_METHOD = "lime"
+
+TABULAR_METHODS: dict[str, MethodSpec] = {}
+
+
+def _method(name: str, description: str):
+    def deco(fn):
+        TABULAR_METHODS[name] = MethodSpec(name, fn, "perturbation", description, False)
+        return fn
+
+    return deco
+
+
+def tabular_methods() -> list[str]:
+    """Names of the tabular explanation methods."""
+    return sorted(TABULAR_METHODS)
+
+
+# ----------------------------------------------------------------------------- the model
+class TableModel:
+    """Rows in, scores out: batches (``batch_size`` rows per call), counts evaluated rows (``n_evals``),
+    checks shapes and finiteness, and refuses to go past ``budget`` (a method must plan within it)."""
+
+    def __init__(self, fn: Callable, batch_size: int = DEFAULT_BATCH_ROWS, budget: int | None = None,
+                 name: str = "model_fn", frame=None):
+        self.fn, self.batch_size, self.budget, self.name = fn, int(batch_size), budget, name
+        self.frame = frame  # (DataFrame type, columns): rows go to the model as that frame
+        self.n_evals = 0
+        self.n_outputs: int | None = None
+
+    def _call(self, rows: np.ndarray) -> np.ndarray:
+        arg = rows if self.frame is None else self.frame[0](rows, columns=self.frame[1])
+        out = self.fn(arg)
+        if hasattr(out, "detach"):  # a torch tensor
+            out = out.detach().cpu().numpy()
+        try:
+            out = np.asarray(out, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{self.name}: must return numbers (N x outputs), got {type(out).__name__}") from None
+        if out.ndim == 1:
+            out = out[:, None]
+        if out.ndim != 2 or out.shape[0] != len(rows):
+            raise ValueError(
+                f"{self.name}: returned shape {out.shape} for {len(rows)} rows; expected ({len(rows)}, outputs) "
+                f"or ({len(rows)},)"
+            )
+        if self.n_outputs is None:
+            self.n_outputs = out.shape[1]
+        elif out.shape[1] != self.n_outputs:
+            raise ValueError(f"{self.name}: returned {out.shape[1]} outputs per row, earlier {self.n_outputs}")
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"{self.name}: returned NaN or infinite scores for {int(bad.sum())} of {len(rows)} rows "
+                f"(first: {rows[int(np.argmax(bad))].tolist()})"
+            )
+        return out
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """N x outputs float64 scores of N x F rows."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if self.budget is not None and self.n_evals + len(rows) > self.budget:
+            raise RuntimeError(f"{len(rows)} more evaluations would pass the budget of {self.budget}")
+        outs = [self._call(rows[i: i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
+        self.n_evals += len(rows)
+        return np.concatenate(outs) if outs else np.zeros((0, self.n_outputs or 0))
+
+
+def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, str]:
+    """(rows -> scores, class names or None, the model's own batch size or None, a name) for what the user
+    passed: a unveil.Model, a torch module (raw outputs), an estimator with ``predict_proba`` (or ``predict``),
+    or any callable."""
+    import torch
+
+    from .models.base import Model
+
+    if isinstance(model_fn, Model):
+        model = model_fn
+        bs = model.batch_size if isinstance(model.batch_size, int) else None
+        if model.is_torch:
+            def run(rows):
+                t = torch.as_tensor(rows, dtype=torch.float32, device=model.device)
+                with torch.inference_mode():
+                    return model.to_probabilities(model.forward(t)).cpu().numpy()
+        else:
+            def run(rows):
+                out = model.fn(rows)
+                out = out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out, np.float32))
+                return model.to_probabilities(out.reshape(len(rows), -1)).numpy()
+        return run, model.labels, bs, model.name
+    if isinstance(model_fn, torch.nn.Module):
+        module = model_fn
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+
+        def run(rows):
+            with torch.inference_mode():
+                return module(torch.as_tensor(rows, dtype=torch.float32, device=device))
+        return run, None, None, type(module).__name__
+    classes = getattr(model_fn, "classes_", None)
+    if classes is None:  # a bound method such as clf.predict_proba
+        classes = getattr(getattr(model_fn, "__self__", None), "classes_", None)
+    names = [str(c) for c in classes] if classes is not None else None
+    if not callable(model_fn):
+        for attr in ("predict_proba", "predict"):
+            fn = getattr(model_fn, attr, None)
+            if callable(fn):
+                return fn, names if attr == "predict_proba" else None, None, f"{type(model_fn).__name__}.{attr}"
+        raise TypeError(
+            f"model_fn: expected a callable (rows N x F -> scores), a torch module, a unveil.Model or an estimator "
+            f"with predict_proba/predict, got {type(model_fn).__name__}"
+        )
+    if getattr(model_fn, "__name__", "") == "predict" and names is not None:
+        names = None  # predict returns one value per row: the classes are no outputs
+    return model_fn, names, None, getattr(model_fn, "__name__", type(model_fn).__name__)
+
+
+# ----------------------------------------------------------------------------- inputs
+def _frame_info(obj):
+    """(values, column names, DataFrame type) of a pandas DataFrame/Series, else (obj, None, None)."""
+    if hasattr(obj, "to_numpy") and hasattr(obj, "columns"):
+        return obj.to_numpy(), [str(c) for c in obj.columns], type(obj)
+    if hasattr(obj, "to_numpy") and hasattr(obj, "index"):
+        return obj.to_numpy(), [str(c) for c in obj.index], None
+    return obj, None, None
+
+
+def _as_numbers(value, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected numbers (an array of floats), got {type(value).__name__}") from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return arr
+
+
+def _check_inputs(x, background, feature_names):
+    x, x_names, _ = _frame_info(x)
+    background, bg_names, frame_type = _frame_info(background)
+    x = _as_numbers(x, "x")
+    if x.ndim == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"x: expected one row (a 1-D array of the features), got shape {x.shape}")
+    if background is None:
+        raise ValueError("background: required, a 2-D array of rows (the data perturbations draw from)")
+    background = _as_numbers(background, "background")
+    if background.ndim == 1:
+        background = background[None, :]
+    if background.ndim != 2 or background.shape[0] < 1:
+        raise ValueError(f"background: expected a 2-D array of rows (rows x features), got shape {background.shape}")
+    n = background.shape[1]
+    if x.size != n:
+        raise ValueError(f"x: has {x.size} values but the background has {n} columns (features)")
+    names = feature_names if feature_names is not None else (bg_names or x_names)
+    if names is None:
+        names = [f"x{i}" for i in range(n)]
+    if isinstance(names, str) or len(list(names)) != n:
+        raise ValueError(f"feature_names: expected {n} names (one per column), got {names!r}")
+    frame = (frame_type, bg_names) if frame_type is not None else None
+    return x, background, [str(s) for s in names], frame
+
+
+def _check_int(value, name: str, low: int, what: str, none_ok: bool = True):
+    if value is None and none_ok:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low} ({what}){' or None' if none_ok else ''}, got {value!r}")
+    return int(value)
+
+
+def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> int:
+    if target is None:
+        return int(np.argmax(scores))
+    if isinstance(target, str):
+        if class_names is not None and target in class_names:
+            return list(class_names).index(target)
+        if not target.strip().lstrip("-").isdigit():
+            known = f"; the classes are {list(class_names)}" if class_names is not None else ""
+            raise ValueError(f"target {target!r}: no output of that name{known}")
+        target = int(target)
+    if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
+        raise TypeError(f"target: expected an output number or class name, got {type(target).__name__}")
+    if not 0 <= target < n_outputs:
+        raise ValueError(f"target {target} is out of range: the model gives {n_outputs} outputs (0..{n_outputs - 1})")
+    return int(target)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+class TableContext:
+    """What a tabular method may use: the row, the background, the counted model, the target, the seed."""
+
+    def __init__(self, model: TableModel, x, background, feature_names, target, scores, seed, budget):
+        self.model, self.x, self.background, self.feature_names = model, x, background, feature_names
+        self.target, self.scores, self.seed, self.budget = target, scores, seed, budget
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def n_features(self) -> int:
+        return self.x.size
+
+    @property
+    def score(self) -> float:
+        return float(self.scores[self.target])
+
+    def remaining(self) -> int | None:
+        """Evaluations still allowed by ``budget`` (None when unlimited)."""
+        return None if self.budget is None else self.budget - self.model.n_evals
+
+    def coalitions(self, baseline, n_background: int) -> "Coalitions":
+        """f(S) for this row and target, hidden features from ``baseline`` (see the module docstring)."""
+        if isinstance(baseline, str):
+            if baseline not in BASELINES:
+                raise ValueError(f"baseline: unknown {baseline!r}; choose one of {BASELINES} or give a row")
+            if baseline == "mean":
+                refs = self.background.mean(axis=0, keepdims=True)
+            else:
+                n = _check_int(n_background, "n_background", 1, "background rows averaged", none_ok=False)
+                rows = self.background
+                if len(rows) > n:
+                    rows = rows[np.sort(self.rng.choice(len(rows), size=n, replace=False))]
+                refs = rows
+        else:
+            refs = _as_numbers(baseline, "baseline").reshape(1, -1)
+            if refs.shape[1] != self.n_features:
+                raise ValueError(f"baseline: a row needs {self.n_features} values, got {refs.shape[1]}")
+        return Coalitions(self.model, self.x, refs, self.target, self.score)
+
+
+class Coalitions:
+    """f(masks): the target's score with each mask's features (1) at the row's values and the rest (0) at the
+    reference rows, averaged over those rows. Each distinct mask is evaluated once (the full one never: it is
+    the row itself); ``cost`` evaluations per new mask."""
+
+    def __init__(self, model: TableModel, x: np.ndarray, refs: np.ndarray, target: int, f_all: float):
+        self.model, self.x, self.refs, self.target = model, x, refs, target
+        self.cache: dict[bytes, float] = {np.ones(x.size, np.uint8).tobytes(): float(f_all)}
+
+    @property
+    def cost(self) -> int:
+        return len(self.refs)
+
+    def __call__(self, masks: np.ndarray) -> np.ndarray:
+        masks = np.asarray(masks).astype(np.uint8).reshape(-1, self.x.size)
+        uniq, inverse = np.unique(masks, axis=0, return_inverse=True)
+        keys = [row.tobytes() for row in uniq]
+        new = np.asarray([i for i, key in enumerate(keys) if key not in self.cache], dtype=np.int64)
+        step = max(1, CHUNK_VALUES // (self.cost * self.x.size))
+        for start in range(0, len(new), step):
+            idx = new[start: start + step]
+            keep = uniq[idx].astype(bool)[:, None, :]
+            rows = np.where(keep, self.x[None, None, :], self.refs[None, :, :]).reshape(-1, self.x.size)
+            values = self.model(rows)[:, self.target].reshape(len(idx), self.cost).mean(axis=1)
+            self.cache.update({keys[i]: float(v) for i, v in zip(idx, values)})
+        per_unique = np.asarray([self.cache[key] for key in keys], dtype=np.float64)
+        return per_unique[np.asarray(inverse).reshape(-1)]
+
+
+def _masks_of(sets: Sequence[tuple], n_features: int) -> np.ndarray:
+    masks = np.zeros((len(sets), n_features), dtype=np.uint8)
+    for row, s in enumerate(sets):
+        masks[row, list(s)] = 1
+    return masks
+
+
+# ----------------------------------------------------------------------------- LIME
+class Discretizer:
+    """Cuts each column of ``background`` at its percentiles (duplicates merged); per bin: the background's
+    frequency, mean, standard deviation, min and max, for drawing values back inside a bin."""
+
+    def __init__(self, background: np.ndarray, percentiles: Sequence[float], names: Sequence[str]):
+        self.cuts = [np.unique(np.percentile(col, percentiles)) for col in background.T]
+        width = max(len(c) for c in self.cuts) + 1
+        n = background.shape[1]
+        self.freq, self.mean, self.std = np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width))
+        self.low, self.high = np.zeros((n, width)), np.zeros((n, width))
+        bins = self.bins(background)
+        for j, cuts in enumerate(self.cuts):
+            col = background[:, j]
+            self.low[j, : len(cuts) + 1] = np.concatenate([[col.min()], cuts])
+            self.high[j, : len(cuts) + 1] = np.concatenate([cuts, [col.max()]])
+            for b in range(len(cuts) + 1):
+                inside = col[bins[:, j] == b]
+                self.freq[j, b] = len(inside) / len(col)
+                if len(inside):
+                    self.mean[j, b], self.std[j, b] = inside.mean(), inside.std()
+        self.std += 1e-11
+        self.names = names
+
+    def bins(self, rows: np.ndarray) -> np.ndarray:
+        """Bin number (0 = at most the first cut) of each value, rows x features."""
+        rows = np.atleast_2d(rows)
+        return np.stack([np.searchsorted(c, rows[:, j]) for j, c in enumerate(self.cuts)], axis=1)
+
+    def sample_bins(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n x features bins drawn independently per feature with the background's frequencies."""
+        cum = np.cumsum(self.freq, axis=1)
+        cum[:, -1] = 1.0
+        u = rng.random((n, len(self.cuts)))
+        return (u[:, :, None] > cum[None, :, :]).sum(axis=2)
+
+    def values(self, rng: np.random.Generator, bins: np.ndarray) -> np.ndarray:
+        """A value inside each given bin: normal(bin mean, bin std) truncated to the bin's [min, max]."""
+        from scipy.stats import truncnorm
+
+        j = np.broadcast_to(np.arange(len(self.cuts)), bins.shape)
+        low, high, mean, std = (a[j, bins] for a in (self.low, self.high, self.mean, self.std))
+        out = low.copy()  # a bin of one value
+        spread = low < high
+        if spread.any():
+            lo, hi = (low[spread] - mean[spread]) / std[spread], (high[spread] - mean[spread]) / std[spread]
+            out[spread] = truncnorm.rvs(lo, hi, loc=mean[spread], scale=std[spread], random_state=rng)
+        return out
+
+    def conditions(self, x: np.ndarray) -> list[str]:
+        """The explained row's bin of each feature as text, e.g. '0.20 < x3 <= 0.52'."""
+        out = []
+        for name, cuts, b in zip(self.names, self.cuts, self.bins(x)[0]):
+            if b == 0:
+                out.append(f"{name} <= {cuts[0]:.2f}")
+            elif b == len(cuts):
+                out.append(f"{name} > {cuts[-1]:.2f}")
+            else:
+                out.append(f"{cuts[b - 1]:.2f} < {name} <= {cuts[b]:.2f}")
+        return out
+
+
+def _highest_weights(X, y, w, k, **_):
+    """The lime package's 'highest_weights': ridge (alpha 0.01) on all features, the k largest
+    |coefficient x the explained row's interpretable value|."""
+    coef = fit_surrogate(X, y, w, "ridge", 0.01)[0]
+    return np.argsort(-np.abs(coef * X[0]), kind="stable")[:k].astype(np.int64)
+
+
+def _lime_samples(ctx: TableContext, n: int, discretize: bool, discretizer: str, around_instance: bool, names):
+    """(interpretable n x F, model rows n x F, extras); row 0 is the explained row."""
+    bg, x, rng = ctx.background, ctx.x, ctx.rng
+    if discretize:
+        disc = Discretizer(bg, DISCRETIZERS[discretizer], names)
+        bins = disc.sample_bins(rng, n)
+        bins[0] = disc.bins(x)[0]
+        rows = disc.values(rng, bins)
+        interp = (bins == bins[0]).astype(np.float64)
+        extras = {"conditions": disc.conditions(x)}
+    else:
+        mean, scale = bg.mean(axis=0), bg.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)  # a constant column: unit scale, as StandardScaler
+        rows = rng.standard_normal((n, x.size)) * scale + (x if around_instance else mean)
+        rows[0] = x
+        interp = (rows - mean) / scale
+        extras = {"mean": mean, "scale": scale}
+    rows[0] = x
+    return interp, rows, extras
+
+
+@_method("lime", "LIME for tables (the lime package's LimeTabularExplainer): weighted ridge over discretized "
+                 "or standardized samples drawn from the background")
+def lime(
+    ctx: TableContext,
+    *,
+    num_samples: int = 5000,
+    num_features: int | None = None,
+    discretize: bool = True,
+    discretizer: str = "quartile",
+    sample_around_instance: bool = False,
+    kernel_width: float | None = None,
+    feature_selection: str = "auto",
+    alpha: float = 1.0,
+):
+    """``num_samples`` samples, the row itself first (``budget`` caps them); ``num_features`` (None: all)
+    kept by ``feature_selection`` ('auto': forward selection up to 6 features, else highest weights, as the
+    lime package; 'none', 'forward', 'highest_weights', 'streak'), then the ridge is refitted on them.
+    Weights are per interpretable unit: 'in the row's bin' (discretized) or one background standard deviation
+    (continuous). ``extras``: ``r2``, ``intercept``, ``local_prediction``, ``conditions`` (discretized)."""
+    n = _check_int(num_samples, "num_samples", 2, "samples", none_ok=False)
+    if discretizer not in DISCRETIZERS:
+        raise ValueError(f"discretizer: unknown {discretizer!r}; choose one of {sorted(DISCRETIZERS)}")
+    if feature_selection not in LIME_SELECTIONS:
+        raise ValueError(f"feature_selection: unknown {feature_selection!r}; choose one of {LIME_SELECTIONS}")
+    k = _check_int(num_features, "num_features", 1, "features kept")
+    width = 0.75 * math.sqrt(ctx.n_features) if kernel_width is None else float(kernel_width)
+    if not width > 0:
+        raise ValueError(f"kernel_width: expected a positive number, got {kernel_width!r}")
+    remaining = ctx.remaining()
+    if remaining is not None:
+        n = min(n, remaining + 1)  # row 0 is the explained row, already scored
+        if n < 2:
+            raise ValueError(f"budget: {ctx.budget} evaluations leave no room for LIME samples")
+    interp, rows, extras = _lime_samples(ctx, n, bool(discretize), discretizer, bool(sample_around_instance),
+                                         ctx.feature_names)
+    y = np.concatenate([[ctx.score], ctx.model(rows[1:])[:, ctx.target]])
+    d = np.linalg.norm(interp - interp[0], axis=1)
+    w = np.sqrt(np.exp(-(d**2) / width**2))
+    used = np.arange(ctx.n_features)
+    if k is not None and k < ctx.n_features and feature_selection != "none":
+        mode = feature_selection if feature_selection != "auto" else ("forward" if k <= 6 else "highest_weights")
+        if mode == "highest_weights":
+            used = _highest_weights(interp, y, w, k)
+        else:
+            from .methods.streak import select_streak  # noqa: F401  (registers 'streak' in SELECTIONS)
+
+            alpha_sel = 0.0 if mode == "forward" else None  # the lime package's forward selection: no penalty
+            used = np.asarray(SELECTIONS[mode](interp, y, w, k, alpha=alpha_sel, rng=ctx.rng, seed=ctx.seed), np.int64)
+    coef, intercept, r2 = fit_surrogate(interp[:, used], y, w, "ridge", float(alpha))
+    weights = np.zeros(ctx.n_features)
+    weights[used] = coef
+    extras.update(r2=r2, intercept=intercept, local_prediction=float(intercept + interp[0, used] @ coef),
+                  n_samples=n, kernel_width=width, base_value=intercept)
+    if len(used) < ctx.n_features:
+        extras["selected"] = [int(i) for i in used]
+    return weights, extras
+
+
+# ----------------------------------------------------------------------------- KernelSHAP
+@_method("kernelshap", "KernelSHAP: Shapley-kernel weighted linear fit over coalitions of features, "
+                       "efficiency exact; every coalition when they fit in n_samples")
+def kernelshap(ctx: TableContext, *, n_samples: int | None = None, baseline="mean", n_background: int = 50,
+               paired: bool = True):
+    """``n_samples`` coalitions (default 2F + 2048, as the shap package); when all 2^F - 2 proper coalitions
+    fit in it (F <= 11 by default) every one is evaluated with its exact kernel weight, which gives the exact
+    Shapley values; else they are drawn by the kernel (``paired`` with complements). The weights sum exactly to
+    f(all) - f(none). ``extras``: ``base_value`` (= f(none)), ``f_all``, ``r2``, ``exact``, ``n_samples``."""
+    n_feat = ctx.n_features
+    total = _check_int(n_samples, "n_samples", 1, "coalitions")
+    total = 2 * n_feat + 2048 if total is None else total
+    f = ctx.coalitions(baseline, n_background)
+    remaining = ctx.remaining()
+    if remaining is not None and n_feat > 1 and remaining < 2 * f.cost:
+        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for KernelSHAP (f(none) and one "
+                         f"coalition cost {2 * f.cost})")
+    f_none = float(f(np.zeros((1, n_feat)))[0])
+    proper = 2**n_feat - 2  # coalitions besides the empty and the full one
+    exact = proper <= total and (remaining is None or (remaining - f.cost) // f.cost >= proper)
+    if n_feat == 1:  # one feature: all of the change is its own
+        z, phi, r2 = np.zeros((0, 1)), np.array([ctx.score - f_none]), float("nan")
+    else:
+        if exact:  # every coalition, each with its kernel weight
+            z = ((np.arange(1, proper + 1)[:, None] >> np.arange(n_feat)) & 1).astype(np.uint8)
+            y, w = f(z), shapley_kernel(z.sum(axis=1), n_feat)
+        else:  # drawn chunk by chunk: coalitions that repeat cost nothing and buy more samples
+            zs, ys = [], []
+            for size in budget_chunks(ctx, total, f.cost, 0, 1 << 14):
+                zs.append(sample_coalitions(ctx.rng, size, n_feat, bool(paired)))
+                ys.append(f(zs[-1]))
+            z, y = np.concatenate(zs), np.concatenate(ys)
+            w = np.ones(len(z))
+        phi = constrained_fit(z, y, w, f_none, ctx.score)
+        r2 = weighted_r2(y, f_none + z @ phi, w)
+    return phi, {"base_value": f_none, "f_all": ctx.score, "r2": float(r2), "exact": bool(exact),
+                 "n_samples": len(z), "coalitions_evaluated": len(f.cache) - 1}
+
+
+# ----------------------------------------------------------------------------- Shapley value sampling
+@_method("shapley", "Shapley value sampling: mean score change of each feature joining random permutations, "
+                    "with standard errors")
+def shapley(ctx: TableContext, *, n_permutations: int | None = None, baseline="mean", n_background: int = 50):
+    """``n_permutations`` random orders of the features (default 100; with a ``budget`` and no number, as
+    many as fit, counting F - 1 new coalitions per permutation; repeated coalitions are evaluated once and
+    the savings buy more). Each permutation's changes sum to f(all) - f(none). ``extras``: ``stderr`` per
+    feature (NaN with one permutation), ``n_permutations``, ``base_value`` (= f(none)), ``f_all``."""
+    n_feat = ctx.n_features
+    total = _check_int(n_permutations, "n_permutations", 1, "permutations")
+    if total is None:
+        total = 100 if ctx.budget is None else None
+    if n_feat == 1:
+        total = 1
+    f = ctx.coalitions(baseline, n_background)
+    cap = max(1, CHUNK_VALUES // ((n_feat + 1) * n_feat))
+    draws = []
+    for size in budget_chunks(ctx, total, (n_feat - 1) * f.cost, f.cost, cap):
+        perms = ctx.rng.permuted(np.tile(np.arange(n_feat), (size, 1)), axis=1)
+        scores = f(permutation_masks(perms).reshape(-1, n_feat)).reshape(size, n_feat + 1)
+        draws.append(marginal_contributions(perms, scores))
+    if not draws:
+        raise ValueError(
+            f"budget: {ctx.budget} evaluations leave no room for one permutation over {n_feat} features "
+            f"(it needs {n_feat * f.cost})"
+        )
+    draws = np.concatenate(draws)
+    m = len(draws)
+    stderr = draws.std(axis=0, ddof=1) / math.sqrt(m) if m > 1 else np.full(n_feat, np.nan)
+    f_none = float(f(np.zeros((1, n_feat)))[0])  # cached: every permutation starts from it
+    return draws.mean(axis=0), {"stderr": stderr, "n_permutations": m, "base_value": f_none, "f_all": ctx.score}
+
+
+# ----------------------------------------------------------------------------- STREAK
+@_method("streak", "STREAK: streaming weak submodular selection of the k features that keep the target's score")
+def streak(ctx: TableContext, *, k: int = 5, eps: float = 0.7, baseline="mean", n_background: int = 50,
+           lookahead: int = 1):
+    """At most ``k`` features chosen by :func:`unveil.streak.streak` over f(S) - f(empty), features arriving
+    in a seeded random order; ``eps`` in (0, 1) spaces the thresholds (smaller: finer, more evaluations).
+    Weights: each chosen feature's marginal gain in selection order, 0 elsewhere. ``extras``: ``selected``
+    (in order), ``gains``, ``value``, ``base_value`` (= f(empty)), ``singleton_gains`` (NaN: not reached)."""
+    k = _check_int(k, "k", 1, "features to select", none_ok=False)
+    f = ctx.coalitions(baseline, n_background)
+    remaining = ctx.remaining()
+    calls = None if remaining is None else remaining // f.cost
+    if calls is not None and calls < 2:
+        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for STREAK (it needs at least {3 * f.cost})")
+    order = ctx.rng.permutation(ctx.n_features).tolist()
+    res = run_streak(lambda sets: f(_masks_of(sets, ctx.n_features)), order, k, eps, budget=calls,
+                     lookahead=lookahead)
+    weights = np.zeros(ctx.n_features)
+    chosen = [int(u) for u in res.selected]
+    weights[chosen] = res.gains
+    singles = np.full(ctx.n_features, np.nan)
+    for u, gain in res.singletons:
+        singles[int(u)] = gain
+    return weights, {"selected": chosen, "gains": [float(g) for g in res.gains], "value": float(res.value),
+                     "base_value": float(res.empty_value), "oracle_calls": int(res.oracle_calls),
+                     "n_seen": int(res.n_seen), "stopped": bool(res.stopped), "singleton_gains": singles}
+
+
+# ----------------------------------------------------------------------------- the entry point
+def explain_tabular(
+    model_fn,
+    x,
+    background=None,
+    method: str = DEFAULT_TABULAR_METHOD,
+    target: int | str | None = None,
+    *,
+    feature_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    seed: int = 0,
+    budget: int | None = None,
+    batch_size: int | None = None,
+    **options,
+) -> Explanation:
+    """Explain ``model_fn``'s score for output ``target`` on the row ``x``, one weight per feature.
+
+    ``model_fn``: a callable taking rows (N x F float64 numpy) and returning N x outputs scores (class
+    probabilities, e.g. a scikit-learn ``predict_proba``, are explained as they are), or N values (a
+    regression: one output, target 0); also an estimator with ``predict_proba`` (else ``predict``), a torch
+    module taking N x F float32 tensors (its raw outputs), or a :class:`unveil.Model` (its probabilities).
+    When ``background`` is a pandas DataFrame the rows reach the model as DataFrames with its columns.
+    ``x``: one row (F values). ``background``: rows x F, the data perturbations draw from and hidden features
+    come from. ``target``: output number or class name; the top output when None. ``feature_names``: default
+    the DataFrame's columns, else x0..x{F-1}. ``class_names``: default the estimator's ``classes_`` or the
+    Model's labels. ``budget``: the most model evaluations (rows), the row itself included.
+    ``batch_size``: the most rows in one call of the model (default 4096). Other keyword arguments are the
+    method's options (:data:`TABULAR_METHODS`, README "Tables").
+    """
+    t0 = time.perf_counter()
+    if not isinstance(method, str) or method not in TABULAR_METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(tabular_methods())}")
+    spec = TABULAR_METHODS[method]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"method {method!r} has no option {', '.join(map(repr, unknown))}; its options are: "
+                         f"{', '.join(sorted(spec.options))}")
+    seed = _check_int(seed, "seed", 0, "the random seed", none_ok=False)
+    budget = _check_int(budget, "budget", 2, "model evaluations")
+    fn, names, model_bs, name = _model_function(model_fn)
+    x, background, feature_list, frame = _check_inputs(x, background, feature_names)
+    bs = _check_int(batch_size, "batch_size", 1, "rows per call") or model_bs or DEFAULT_BATCH_ROWS
+    model = TableModel(fn, bs, budget, name="model_fn" if name in ("", "<lambda>") else name, frame=frame)
+    scores = model(x[None, :])[0]
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if len(names) != len(scores):
+            raise ValueError(f"class_names: {len(names)} names for a model with {len(scores)} outputs")
+    elif names is not None and len(names) != len(scores):
+        names = None
+    target_idx = _target_index(target, len(scores), names, scores)
+    ctx = TableContext(model, x, background, feature_list, target_idx, scores, seed, budget)
+    weights, extras = spec.fn(ctx, **options)
+    if budget is not None and model.n_evals > budget:  # a method bug, never a user error
+        raise RuntimeError(f"method {method!r} spent {model.n_evals} evaluations, over its budget of {budget}")
+    weights = np.asarray(weights, dtype=np.float64)
+    label = names[target_idx] if names is not None else ("output" if len(scores) == 1 else f"class {target_idx}")
+    params = {**spec.options, **options, "budget": budget, "n_background_rows": len(background)}
+    return Explanation(
+        map=weights.astype(np.float32),
+        target=target_idx,
+        label=label,
+        score=float(scores[target_idx]),
+        method=method,
+        params=params,
+        seed=seed,
+        n_evals=model.n_evals,
+        seconds=time.perf_counter() - t0,
+        weights=weights,
+        extras={**extras, "scores": scores},
+        kind="tabular",
+        feature_names=feature_list,
+        values=x,
+    )
+
+
+# ----------------------------------------------------------------------------- CSV files
+def load_csv(path: str | Path, label_column: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Read a CSV file whose first row names the columns and whose other rows are numbers.
+
+    Returns (rows x features float64, feature names); ``label_column`` (a name) is dropped. ValueError names
+    the file, the line and the column of anything that is not a number.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"no such CSV file: {p}")
+    with p.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{p}: empty file; the first row must name the columns")
+        header = [h.strip() for h in header]
+        rows = []
+        for lineno, row in enumerate(reader, 2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{p}, line {lineno}: {len(row)} values for {len(header)} columns")
+            rows.append(row)
+    drop = None
+    if label_column is not None:
+        if label_column not in header:
+            raise ValueError(f"--label-column {label_column!r}: no such column; the columns are {header}")
+        drop = header.index(label_column)
+    keep = [j for j in range(len(header)) if j != drop]
+    if not rows:
+        raise ValueError(f"{p}: no data rows under the header")
+    data = np.empty((len(rows), len(keep)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        for c, j in enumerate(keep):
+            try:
+                data[i, c] = float(row[j])
+            except ValueError:
+                raise ValueError(
+                    f"{p}, line {i + 2}, column {header[j]!r}: {row[j]!r} is not a number"
+                ) from None
+    return data, [header[j] for j in keep]

@@ -1,0 +1,354 @@
+"""Tabular explanations: exact answers on linear and additive models, agreement with the lime package,
+budgets and evaluation counts, save/load/plot, input errors and the explain-table command."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unveil
+from unveil import Explanation, explain_tabular
+from unveil.cli import main
+
+F = 12
+
+
+@pytest.fixture(scope="module")
+def linear():
+    """Raw linear scores of two outputs over F features with different scales, a background and a row."""
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.3, 4.0, F)
+    background = rng.normal(size=(300, F)) * scale + rng.normal(size=F)
+    W = rng.normal(size=(F, 2))
+    b = np.array([0.5, -1.0])
+    x = background.mean(axis=0) + rng.normal(size=F) * scale
+    return (lambda rows: rows @ W + b), W, x, background
+
+
+class Counting:
+    """A model function that counts the rows it was given (independently of unveil's own counting)."""
+
+    def __init__(self, fn):
+        self.fn, self.rows = fn, 0
+
+    def __call__(self, rows):
+        self.rows += len(rows)
+        return self.fn(rows)
+
+
+def brute_force_shapley(value, n):
+    """Exact Shapley values of the set function value(frozenset) over n players, by the subset formula."""
+    phi = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            w = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for s in itertools.combinations(others, size):
+                phi[i] += w * (value(frozenset(s) | {i}) - value(frozenset(s)))
+    return phi
+
+
+def interacting(rows):
+    """A nonlinear model with pairwise interactions (1-D output: a regression)."""
+    return np.tanh(rows[:, 0] * rows[:, 1]) + rows[:, 2] ** 2 - rows[:, 3] * rows[:, 4] * rows[:, 5] + np.sin(rows[:, 1])
+
+
+def set_value(model, x, refs):
+    """f(S): features in S at x, the rest at each reference row, scores averaged."""
+    def value(s):
+        keep = np.zeros(x.size, bool)
+        keep[list(s)] = True
+        return float(np.mean(model(np.where(keep, x, refs))))
+    return value
+
+
+# ----------------------------------------------------------------------------- exact recovery
+@pytest.mark.parametrize("baseline", ["mean", "background"])
+def test_kernelshap_recovers_coefficient_times_difference_from_background_mean(linear, baseline):
+    model, W, x, bg = linear
+    bg = bg[:40]  # 'background' averages over n_background rows: all of them here
+    truth = W[:, 1] * (x - bg.mean(axis=0))
+    exp = explain_tabular(model, x, background=bg, method="kernelshap", target=1, baseline=baseline, n_background=40)
+    assert not exp.extras["exact"]  # 2^12 - 2 coalitions do not fit the default 2072 samples: sampled path
+    np.testing.assert_allclose(exp.weights, truth, atol=1e-8)
+    assert exp.weights.sum() == pytest.approx(exp.score - exp.extras["base_value"], abs=1e-9)
+
+
+def test_kernelshap_enumerates_small_tables_and_gives_exact_shapley_values():
+    rng = np.random.default_rng(1)
+    bg = rng.normal(size=(8, 6))
+    x = rng.normal(size=6) + 1.0
+    exp = explain_tabular(interacting, x, background=bg, method="kernelshap", baseline="background", n_background=8)
+    assert exp.extras["exact"]
+    truth = brute_force_shapley(set_value(interacting, x, bg), 6)
+    np.testing.assert_allclose(exp.weights, truth, atol=1e-9)
+    assert exp.n_evals == 1 + 8 * (2**6 - 1)  # the row, then every coalition but the full one, per background row
+
+
+def test_shapley_sampling_exact_on_linear_and_within_standard_errors_on_interactions(linear):
+    model, W, x, bg = linear
+    exp = explain_tabular(model, x, background=bg, method="shapley", target=0, n_permutations=5)
+    np.testing.assert_allclose(exp.weights, W[:, 0] * (x - bg.mean(axis=0)), atol=1e-9)
+
+    rng = np.random.default_rng(2)
+    bg6 = rng.normal(size=(50, 6))
+    x6 = rng.normal(size=6) + 1.0
+    exp = explain_tabular(interacting, x6, background=bg6, method="shapley", n_permutations=400, seed=3)
+    truth = brute_force_shapley(set_value(interacting, x6, bg6.mean(axis=0, keepdims=True)), 6)
+    se = exp.extras["stderr"]
+    assert np.all(se[np.abs(truth) > 0] > 0)  # the interactions make the samples vary
+    assert np.all(np.abs(exp.weights - truth) <= 4 * se + 1e-9), (exp.weights, truth, se)
+    assert exp.weights.sum() == pytest.approx(exp.score - exp.extras["base_value"], abs=1e-9)
+
+
+def test_lime_on_a_linear_model_gives_coefficient_times_scale_and_ranks_by_it(linear):
+    model, W, x, bg = linear
+    expected = W[:, 1] * bg.std(axis=0)  # continuous LIME: one weight per background standard deviation
+    assert not np.array_equal(np.argsort(np.abs(W[:, 1])), np.argsort(np.abs(expected)))  # scale matters here
+    exp = explain_tabular(model, x, background=bg, method="lime", target=1, discretize=False)
+    np.testing.assert_allclose(exp.weights, expected, rtol=0.02, atol=0.01)
+    assert exp.extras["r2"] > 0.999
+
+    # discretized: the weight of 'in the row's quartile' is coef x (mean of the background inside the row's
+    # bin - mean outside it); the features are built with well separated sizes of that quantity
+    rng = np.random.default_rng(4)
+    scale = np.array([1.0, 3.0, 0.5, 2.0, 0.2])
+    coef = np.array([2.0, -1.2, 3.0, 0.35, -4.0])  # |coef x scale| = 2, 3.6, 1.5, 0.7, 0.8 -> other order than |coef|
+    bg5 = rng.normal(size=(400, 5)) * scale
+    x5 = 1.3 * scale  # every feature in its top quartile
+    exp = explain_tabular(lambda r: r @ coef, x5, background=bg5, method="lime", seed=1)
+    inside = bg5 >= np.percentile(bg5, 75, axis=0)
+    effect = coef * np.array([bg5[inside[:, j], j].mean() - bg5[~inside[:, j], j].mean() for j in range(5)])
+    assert list(np.argsort(-np.abs(exp.weights))) == list(np.argsort(-np.abs(effect)))
+    np.testing.assert_allclose(exp.weights, effect, rtol=0.15)
+    assert exp.extras["conditions"][0].startswith("x0 > ")
+
+
+def test_streak_selects_the_top_contributions_of_an_additive_model():
+    rng = np.random.default_rng(5)
+    bg = rng.normal(size=(100, 10)) + 2.0
+    x = rng.normal(size=10) + 3.0
+    mean = bg.mean(axis=0)
+    contrib = np.array([1.0, 10.0, -5.0, 6.0, 0.7, 8.0, 0.3, 4.0, -2.0, 5.0])  # top 5: 10, 8, 6, 5, 4
+    c = contrib / (x**2 - mean**2)  # f = sum c_i t_i^2: feature i adds exactly contrib_i at the mean baseline
+
+    def additive(rows):
+        return rows**2 @ c
+
+    top5 = set(np.argsort(-contrib)[:5])
+    for seed in range(4):  # four stream orders
+        exp = explain_tabular(additive, x, background=bg, method="streak", k=5, seed=seed)
+        assert set(exp.extras["selected"]) == top5
+        np.testing.assert_allclose(exp.weights[sorted(top5)], contrib[sorted(top5)], rtol=1e-9)
+        assert np.count_nonzero(exp.weights) == 5
+        assert exp.label == "output" and exp.target == 0
+
+
+# ----------------------------------------------------------------------------- agreement with the lime package
+def _lime_package_weights(clf, bg, x, target, discretize, seed):
+    from lime.lime_tabular import LimeTabularExplainer
+
+    explainer = LimeTabularExplainer(bg, discretize_continuous=discretize, random_state=seed)
+    got = explainer.explain_instance(x, clf.predict_proba, labels=(target,), num_features=bg.shape[1],
+                                     num_samples=5000)
+    w = np.zeros(bg.shape[1])
+    for i, v in got.local_exp[target]:
+        w[i] = v
+    return w
+
+
+@pytest.mark.parametrize("discretize", [True, False])
+def test_lime_agrees_with_the_lime_package_on_breast_cancer(discretize):
+    pytest.importorskip("lime")
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[::2], y[::2])
+    bg = X[::2]
+    for row in (37,):  # one row per mode keeps the test short; 25, 49 and 97 agree as well
+        x = X[row]
+        ref = _lime_package_weights(clf, bg, x, 1, discretize, seed=0)
+        noise = np.linalg.norm(_lime_package_weights(clf, bg, x, 1, discretize, seed=1) - ref)  # lime vs itself
+        ours = explain_tabular(clf.predict_proba, x, background=bg, method="lime", target=1, discretize=discretize)
+        assert np.corrcoef(ours.weights, ref)[0, 1] > 0.95
+        assert np.linalg.norm(ours.weights - ref) <= 1.5 * noise + 0.05 * np.linalg.norm(ref)
+        # the criterion has teeth: a wrong kernel width (0.75 instead of 0.75 sqrt(30)) fails it
+        wrong = explain_tabular(clf.predict_proba, x, background=bg, method="lime", target=1,
+                                discretize=discretize, kernel_width=0.75)
+        assert np.linalg.norm(wrong.weights - ref) > 1.5 * noise + 0.05 * np.linalg.norm(ref)
+
+
+# ----------------------------------------------------------------------------- counting and budgets
+def test_n_evals_are_exact(linear):
+    model, W, x, bg = linear
+    for method, options, expected in [
+        ("lime", {"num_samples": 300}, 300),  # the row is sample 0
+        ("shapley", {"n_permutations": 1}, F + 1),  # the row, then F coalitions (the full one is the row)
+        ("kernelshap", {"n_samples": 50, "paired": False}, None),
+        ("streak", {}, None),
+        ("shapley", {"n_permutations": 3, "baseline": "background", "n_background": 7}, None),
+    ]:
+        counted = Counting(model)
+        exp = explain_tabular(counted, x, background=bg, method=method, **options)
+        assert exp.n_evals == counted.rows
+        if expected is not None:
+            assert exp.n_evals == expected
+
+
+@pytest.mark.parametrize("method,budget", [("lime", 100), ("kernelshap", 40), ("shapley", 50), ("streak", 12)])
+def test_budget_is_honoured(linear, method, budget):
+    model, _, x, bg = linear
+    counted = Counting(model)
+    exp = explain_tabular(counted, x, background=bg, method=method, budget=budget)
+    assert counted.rows == exp.n_evals <= budget
+    assert exp.params["budget"] == budget
+    heavy = Counting(model)  # ten background rows per coalition
+    exp = explain_tabular(heavy, x, background=bg, method=method, budget=budget * 10, baseline="background",
+                          n_background=10) if method != "lime" else exp
+    assert heavy.rows <= budget * 10
+    if method == "lime":
+        assert exp.n_evals == budget
+    with pytest.raises(ValueError, match="budget"):
+        explain_tabular(model, x, background=bg, method=method, budget=2 if method != "lime" else 1)
+
+
+# ----------------------------------------------------------------------------- the Explanation
+def test_save_load_round_trip_and_plot(linear, tmp_path):
+    model, _, x, bg = linear
+    names = [f"feature {i}" for i in range(F)]
+    exp = explain_tabular(model, x, background=bg, method="shapley", n_permutations=4, feature_names=names,
+                          class_names=["no", "yes"], target="yes")
+    assert exp.target == 1 and exp.label == "yes" and exp.kind == "tabular"
+    path = exp.save(tmp_path / "row.npz")
+    back = Explanation.load(path)
+    assert back.kind == "tabular" and back.feature_names == names and back.label == "yes"
+    np.testing.assert_array_equal(back.weights, exp.weights)
+    np.testing.assert_array_equal(back.values, x)
+    np.testing.assert_array_equal(back.extras["stderr"], exp.extras["stderr"])
+    assert back.n_evals == exp.n_evals and back.seed == exp.seed and back.method == "shapley"
+    assert list(back.top_features(3)) == list(np.argsort(-exp.weights)[:3])
+    png = tmp_path / "row.png"
+    fig = back.plot(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    top = max(fig.axes[0].get_yticklabels(), key=lambda t: t.get_position()[1]).get_text()
+    assert top == f"{names[int(np.argmax(np.abs(exp.weights)))]} = {x[int(np.argmax(np.abs(exp.weights)))]:.4g}"
+
+
+def test_estimators_and_torch_modules_are_accepted():
+    import torch
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=1000).fit(X, y)
+    exp = explain_tabular(clf, X[120], background=X, method="kernelshap", class_names=["setosa", "versicolor", "virginica"])
+    assert exp.label == "virginica" and exp.score == pytest.approx(clf.predict_proba(X[120:121])[0, 2])
+
+    lin = torch.nn.Linear(4, 3)
+    exp = explain_tabular(lin, X[0], background=X, method="kernelshap", target=2)  # raw outputs: linear
+    w = lin.weight.detach().numpy()[2]
+    np.testing.assert_allclose(exp.weights, w * (X[0] - X.mean(axis=0)), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- input errors
+def test_bad_inputs_get_clear_errors(linear):
+    model, _, x, bg = linear
+    with pytest.raises(ValueError, match=r"x: has 11 values but the background has 12 columns"):
+        explain_tabular(model, x[:-1], background=bg)
+    with pytest.raises(ValueError, match="background: required"):
+        explain_tabular(model, x)
+
+    def nan_model(rows):
+        out = rows @ np.ones(F)
+        out[rows[:, 0] > x[0] + 1] = np.nan
+        return out
+
+    with pytest.raises(ValueError, match="NaN or infinite scores"):
+        explain_tabular(nan_model, x, background=bg, method="lime", num_samples=200)
+    with pytest.raises(ValueError, match=r"target 2 is out of range: the model gives 2 outputs \(0..1\)"):
+        explain_tabular(model, x, background=bg, target=2)
+    with pytest.raises(ValueError, match="target 1 is out of range"):
+        explain_tabular(lambda r: r.sum(axis=1), x, background=bg, target=1)  # a regression: one output
+    with pytest.raises(ValueError, match="unknown method 'occlusion'; available: kernelshap, lime, shapley, streak"):
+        explain_tabular(model, x, background=bg, method="occlusion")
+    with pytest.raises(ValueError, match=r"no option 'n_samples'; its options are: .*num_samples"):
+        explain_tabular(model, x, background=bg, method="lime", n_samples=10)
+    with pytest.raises(ValueError, match="feature_names: expected 12 names"):
+        explain_tabular(model, x, background=bg, feature_names=["a", "b"])
+    with pytest.raises(ValueError, match="returned shape"):
+        explain_tabular(lambda r: np.zeros((len(r) + 1, 2)), x, background=bg)
+    with pytest.raises(ValueError, match="baseline: unknown 'median'"):
+        explain_tabular(model, x, background=bg, method="shapley", baseline="median")
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        explain_tabular(model, np.full(F, np.nan), background=bg)
+
+
+def test_pandas_frames_give_names_and_reach_the_model_as_frames(linear):
+    pd = pytest.importorskip("pandas")
+    model, W, x, bg = linear
+    cols = [f"c{i}" for i in range(F)]
+    seen = []
+
+    def frame_model(df):
+        seen.append(list(df.columns))
+        return df.to_numpy() @ W
+
+    exp = explain_tabular(frame_model, pd.Series(x, index=cols), background=pd.DataFrame(bg, columns=cols),
+                          method="kernelshap", target=0)
+    assert exp.feature_names == cols and seen[0] == cols
+
+
+# ----------------------------------------------------------------------------- the command
+def test_explain_table_command_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    data = rng.normal(size=(40, 4)) * [1.0, 2.0, 0.5, 3.0]
+    csv = tmp_path / "table.csv"
+    lines = ["age,income,height,score,label"] + [",".join(f"{v:.6f}" for v in r) + f",{i % 2}" for i, r in enumerate(data)]
+    csv.write_text("\n".join(lines) + "\n")
+    (tmp_path / "model.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from sklearn.linear_model import LinearRegression
+
+        def factory():
+            rng = np.random.default_rng(0)
+            X = rng.normal(size=(50, 4))
+            return LinearRegression().fit(X, X @ [1.5, -2.0, 0.5, 0.25] + 1.0)
+    """))
+    out = tmp_path / "out"
+    spec = f"{tmp_path / 'model.py'}:factory"
+    code = main(["explain-table", str(csv), "--row", "5", "--model", spec, "--label-column", "label",
+                 "--method", "kernelshap", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    weights = {f["name"]: f["weight"] for f in result["features"]}
+    background = np.delete(np.round(data, 6), 5, axis=0)
+    expected = np.array([1.5, -2.0, 0.5, 0.25]) * (np.round(data[5], 6) - background.mean(axis=0))
+    np.testing.assert_allclose([weights[n] for n in ("age", "income", "height", "score")], expected, atol=1e-6)
+    assert result["background_rows"] == 39
+    assert all(Path(f).exists() for f in result["files"]) and len(result["files"]) == 3
+    back = Explanation.load(out / "table_row5_kernelshap.npz")
+    assert back.feature_names == ["age", "income", "height", "score"]
+
+    code = main(["explain-table", str(csv), "--row", "0", "--model", spec, "--label-column", "label",
+                 "--background-rows", "10", "--top", "2", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "lime" in text and "10 background rows" in text
+    assert (out / "table_row0_lime.png").exists()
+    assert main(["explain-table", str(csv), "--row", "40", "--model", spec, "--out", str(out)]) == 2
+    assert "--row 40: the file has 40 data rows" in capsys.readouterr().err
+    assert main(["explain-table", str(csv), "--row", "1", "--model", spec, "--out", str(out)]) == 2  # label kept
+    assert "5 features" in capsys.readouterr().err  # the model's own complaint: it was fitted on 4
+
+
+def test_unveil_exports():
+    assert "explain_tabular" in unveil.__all__
+    assert unveil.tabular_methods() == ["kernelshap", "lime", "shapley", "streak"]
