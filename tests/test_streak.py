@@ -249,6 +249,30 @@ def test_streak_selects_the_two_segments_the_class_depends_on():
         assert exp.n_evals == 1 + exp.extras["oracle_calls"]
 
 
+def test_streak_fill_ranks_the_other_segments_by_their_singleton_gains():
+    labels = grid(30, 30, 25)
+    coef = np.linspace(0.001, 0.02, 25)
+    coef[[7, 18, 3]] = [0.45, 0.35, 0.3]  # with k = 2, one of the three large effects is left out
+    model = segment_model(coef, labels)
+    img = np.ones((30, 30, 3), np.float32)
+    opts = dict(method="streak", target=0, seed=1, k=2, segmentation=labels, baseline="zero", progress=False)
+    plain = unveil.explain(model, img, **opts)
+    full = unveil.explain(model, img, fill="singletons", **opts)
+    sel = full.extras["selected"]
+    assert sel == plain.extras["selected"] and len(sel) == 2
+    assert full.n_evals == plain.n_evals  # the singletons were evaluated anyway
+    np.testing.assert_allclose(full.weights[sel], coef[sel], atol=1e-6)  # selected gains unchanged (modular f)
+    rest = np.setdiff1d(np.arange(25), sel)
+    c = min(1.0, 0.5 * coef[sel].min() / coef[rest].max())  # the largest left-out effect needs scaling down
+    assert c < 1
+    np.testing.assert_allclose(full.weights[rest], coef[rest] * c, atol=1e-6)
+    assert full.weights[rest].max() < full.weights[sel].min()
+    np.testing.assert_allclose(full.map, full.weights[labels], atol=1e-7)
+    np.testing.assert_array_equal(full.top_mask(2), plain.top_mask(2))
+    with pytest.raises(ValueError, match="fill"):
+        unveil.explain(model, img, fill="all", **opts)
+
+
 def test_streak_on_a_torch_model_spends_few_evaluations_and_honours_the_budget(tiny, image):
     exp = unveil.explain(tiny, image, method="streak", seed=0, n_features=20, progress=False)
     n_seg = exp.extras["n_features"]

@@ -4,7 +4,8 @@
 are kept (the rest set to the baseline) minus its probability when nothing is kept. Segments arrive in a seeded
 random order and :func:`unveil.streak.streak` keeps at most ``k`` of them; every arriving segment costs one
 batched forward pass (one input per distinct set the live thresholds need), through the shared Perturber.
-The map puts each selected segment's marginal gain on its pixels.
+The map puts each selected segment's marginal gain on its pixels; ``fill="singletons"`` also ranks the other
+segments, below every selected one, by the singleton gains STREAK evaluated on the way (no extra evaluation).
 
 ``method="lime", selection="streak"`` ("STREAK LIME"): after LIME's samples, STREAK chooses ``n_select``
 segments maximizing the weighted ridge fit's R² (registered into :data:`unveil.methods.lime.SELECTIONS` when
@@ -27,6 +28,26 @@ __all__ = ["streak", "ridge_r2_oracle", "select_streak"]
 #: inputs per superpixel): about 100 here, a tenth of LIME's 1000 samples.
 N_FEATURES = 50
 
+#: What ``fill`` may be: segments outside the selected set get 0, or their (scaled) singleton gains.
+FILLS = ("none", "singletons")
+
+
+def _fill_singletons(weights: np.ndarray, selected: list[int], singles: np.ndarray) -> np.ndarray:
+    """``weights`` with every unselected segment set to its singleton gain times one factor c in (0, 1] chosen so
+    that the largest stays at half the smallest selected gain (selected gains are positive: STREAK keeps an
+    element only above a positive threshold). Unseen segments (nan) get 0."""
+    out = weights.copy()
+    rest = np.ones(len(out), dtype=bool)
+    rest[selected] = False
+    vals = np.nan_to_num(singles[rest].astype(np.float64), nan=0.0)
+    top = float(vals.max(initial=0.0))
+    if selected and top > 0:
+        limit = 0.5 * float(np.min(out[selected]))
+        if top > limit:
+            vals = vals * (limit / top)
+    out[rest] = vals
+    return out
+
 
 @register(
     "streak",
@@ -43,11 +64,18 @@ def streak(
     segmentation_options: dict | None = None,
     baseline="segment_mean",
     lookahead: int = 1,
+    fill: str = "none",
 ) -> MethodResult:
     """Select at most ``k`` segments; ``eps`` in (0, 1) spaces the thresholds (0.7 as in the paper's code:
     few instances, few evaluations; smaller is finer and costlier). ``budget`` stops the stream early.
     ``lookahead``: segments whose queries share one forward batch (1: one batch per segment; more: fewer,
-    fuller batches, the same selection, a few more evaluations; see :func:`unveil.streak.streak`)."""
+    fuller batches, the same selection, a few more evaluations; see :func:`unveil.streak.streak`).
+    ``fill``: what the segments outside the selected set get: ``"none"`` (0, the default) or ``"singletons"``
+    (their singleton gains f({u}) - f(empty), scaled by one positive factor when needed so that all of them stay
+    below the smallest selected gain; order and signs kept; 0 for segments a budget kept unseen), which makes
+    the map a full ranking for deletion/insertion at no extra evaluation."""
+    if fill not in FILLS:
+        raise ValueError(f"fill: expected one of {', '.join(map(repr, FILLS))}, got {fill!r}")
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: expected a positive int (segments to select), got {k!r}")
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)) or not (
@@ -76,6 +104,8 @@ def streak(
     singles = np.full(n_seg, np.nan, dtype=np.float32)  # nan: not reached before a budget stopped the stream
     for u, g in res.singletons:
         singles[int(u)] = g
+    if fill == "singletons":
+        weights = _fill_singletons(weights, selected, singles)
     extras = {
         "selected": selected,
         "gains": [float(g) for g in res.gains],
