@@ -9,11 +9,19 @@ k = 80 taking about 70 % (eps 0.1) and 5 % (eps 0.75) of local search's time at 
 likelihood: the ratios are printed at the end.
 
     .venv/bin/python bench/streak_phishing.py --seeds 10
+
+A full seed with pairs up to k = 80 takes tens of minutes on one core; to use several cores, run disjoint seed
+ranges in parallel with ``--first-seed`` and ``--save``, then print the merged table with ``--merge``:
+
+    .venv/bin/python bench/streak_phishing.py --seeds 5 --save a.json &
+    .venv/bin/python bench/streak_phishing.py --seeds 5 --first-seed 5 --save b.json &
+    wait; .venv/bin/python bench/streak_phishing.py --merge a.json b.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -99,19 +107,31 @@ def main(argv=None) -> None:
     ap.add_argument("--n-test", type=int, default=2000)
     ap.add_argument("--no-pairs", action="store_true", help="stream the 68 columns only, not their products")
     ap.add_argument("--running", action="store_true", help="print the table after every seed too")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
+    ap.add_argument("--save", type=Path, default=None, help="write the rows done so far to this JSON after each seed")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="print the table of rows saved by earlier runs (with the same --ks and --eps) and exit")
     args = ap.parse_args(argv)
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(f.read_text())]
+        n = len({r["seed"] for r in rows})
+        print(f"merged {len(args.merge)} file(s): {n} seeds ({sorted({r['seed'] for r in rows})})")
+        report(rows, args, n)
+        return
     X, y = load_libsvm(args.data)
     pairs = not args.no_pairs
     n_el = X.shape[1] + (X.shape[1] * (X.shape[1] - 1) // 2 if pairs else 0)
     print(f"phishing: {X.shape[0]} rows, {X.shape[1]} features, {n_el} streamed elements; "
           f"train {args.n_train} / test {args.n_test}; {args.seeds} seeds", flush=True)
     rows = []
-    for seed in range(args.seeds):
+    for i, seed in enumerate(range(args.first_seed, args.first_seed + args.seeds)):
         t0 = time.perf_counter()
         rows += run_seed(X, y, seed, args.ks, args.eps, args.n_train, args.n_test, pairs)
         print(f"  seed {seed} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-        if args.running and seed + 1 < args.seeds:
-            report(rows, args, seed + 1)
+        if args.save:
+            args.save.write_text(json.dumps(rows))
+        if args.running and i + 1 < args.seeds:
+            report(rows, args, i + 1)
     report(rows, args, args.seeds)
 
 
