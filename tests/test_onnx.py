@@ -170,6 +170,44 @@ def test_channels_last_graph_and_probability_outputs(tmp_path, batch):
     assert torch.allclose(m.probabilities(batch), torch_tiny(batch_size=8).probabilities(batch), atol=1e-5)
 
 
+class AnyChannels(torch.nn.Module):
+    """A small conv net on C-channel input (2 classes), weights seeded."""
+
+    def __init__(self, c: int, last: bool = False):
+        super().__init__()
+        torch.manual_seed(c)
+        self.last = last
+        self.conv = torch.nn.Conv2d(c, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.last:
+            x = x.permute(0, 3, 1, 2)
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("c, last", [(1, False), (5, False), (1, True), (5, True)])
+def test_graphs_with_other_channel_counts_take_fitted_images(tmp_path, c, last):
+    net = AnyChannels(c, last)
+    shape = (2, 24, 24, c) if last else (2, c, 24, 24)
+    m = unveil.Model.from_onnx(export(net, tmp_path / f"c{c}.onnx", shape), batch_size=4)
+    assert m.channels == c and m.fn.channels_last == last
+    # the same module through the torch adapter, no normalization (the default for C != 3)
+    ref = unveil.Model(AnyChannels(c), input_size=(24, 24), channels=c, mean=None, std=None, batch_size=4)
+    rng = np.random.default_rng(c)
+    img = rng.random((30, 36, c)).astype(np.float32)  # C channels as they are; an RGB image for the gray graph
+    if c == 1:
+        img = rng.random((30, 36, 3)).astype(np.float32)
+    for method, opts in (("lime", dict(n_samples=30, n_features=9, segmentation="grid")),
+                         ("occlusion", dict(window=8, stride=8))):
+        eo = unveil.explain(m, img, method=method, seed=0, progress=False, **opts)
+        et = unveil.explain(ref, img, method=method, seed=0, progress=False, **opts)
+        assert eo.map.shape == img.shape[:2] and eo.target == et.target
+        np.testing.assert_allclose(eo.map, et.map, atol=1e-5)
+    with pytest.raises(ValueError, match=f"channel count is {c}"):
+        unveil.Model.from_onnx(tmp_path / f"c{c}.onnx", mean=(0.1, 0.2))
+
+
 # ---------------------------------------------------------------- what does not work, clearly
 
 

@@ -51,12 +51,27 @@ def _static(dim) -> int | None:
     return int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else None
 
 
+def _per_channel(name: str, value, channels: int) -> np.ndarray:
+    """``value`` as ``channels`` float32 values (one value is repeated); ValueError otherwise."""
+    try:
+        arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected numbers, got {value!r}") from None
+    if arr.size == 1:
+        arr = np.repeat(arr, channels)
+    if arr.size != channels or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: the graph's channel count is {channels}; expected 1 or {channels} finite values, "
+                         f"got {value!r}")
+    return arr
+
+
 class OnnxFunction:
     """An ONNX Runtime session as a model function: ``fn(batch) -> N x classes`` raw outputs (numpy).
 
     ``batch`` is N x H x W x C float32 in [0, 1] (what :class:`Model` hands a callable). ``preprocess`` turns
-    it into the graph's input; the default normalizes with ``mean``/``std`` (ImageNet's when None) and lays it out as the graph
-    wants (N x C x H x W unless the graph's static shape puts 3 channels last) in the input's dtype. The
+    it into the graph's input; the default normalizes with ``mean``/``std`` (per channel, or one value for all;
+    when None: ImageNet's for a 3-channel graph, none (0 and 1) for other channel counts) and lays it out as the
+    graph wants (N x C x H x W unless the graph's static shape puts the channels last) in the input's dtype. The
     first output of the graph is returned. A graph with a fixed batch dimension B gets exactly B inputs per
     run: a shorter batch is padded (padding rows are dropped from the result) and a longer one split.
     """
@@ -80,9 +95,11 @@ class OnnxFunction:
         self.dtype = _DTYPES.get(self.input_type)
         rank = len(self.input_shape)
         self.fixed_batch = _static(self.input_shape[0]) if rank else None
-        self.channels_last = (
-            rank == 4 and _static(self.input_shape[3]) in (1, 3) and _static(self.input_shape[1]) not in (1, 3)
-        )
+        # N x H x W x C when the last dimension is fixed and smaller than the second (or the second is free)
+        s1, s3 = (_static(self.input_shape[1]), _static(self.input_shape[3])) if rank == 4 else (None, None)
+        self.channels_last = s3 is not None and (s1 is None or s3 < s1)
+        #: the graph's fixed channel count (None when the graph leaves it free or is not an image batch)
+        self.channels = s3 if self.channels_last else s1
         self.preprocess = preprocess
         if preprocess is None:
             if rank != 4:
@@ -95,10 +112,14 @@ class OnnxFunction:
                     f"{name}: the graph's input {self.input_name!r} is {self.input_type}; the default "
                     "preprocessing makes float inputs; pass preprocess= to build it"
                 )
-            self._mean = np.asarray(IMAGENET_MEAN if mean is None else mean, dtype=np.float32)
-            self._std = np.asarray(IMAGENET_STD if std is None else std, dtype=np.float32)
-            if self._mean.shape != (3,) or self._std.shape != (3,) or not np.all(self._std > 0):
-                raise ValueError(f"mean, std: expected 3 values each (std > 0), got {mean!r} and {std!r}")
+            c = self.channels or 3
+            imagenet = c == 3
+            self._mean = _per_channel("mean", IMAGENET_MEAN if imagenet else 0.0, c) if mean is None else \
+                _per_channel("mean", mean, c)
+            self._std = _per_channel("std", IMAGENET_STD if imagenet else 1.0, c) if std is None else \
+                _per_channel("std", std, c)
+            if not np.all(self._std > 0):
+                raise ValueError(f"std: expected positive values, got {std!r}")
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -180,8 +201,10 @@ def load_onnx(
     The graph must have one input: an image batch (N x C x H x W, or N x H x W x C when its static shape says
     so) unless ``preprocess`` builds it. ``preprocess(batch) -> array``: ``batch`` is N x H x W x C float32 in
     [0, 1] at ``input_size``; it returns the graph's input for those N images. Without it, the batch is
-    normalized with ``mean``/``std`` (per channel; default: ImageNet's; ``mean=(0, 0, 0), std=(1, 1, 1)`` for a
-    graph that takes [0, 1] input) and laid out as the graph wants. ``input_size`` defaults to the graph's static (height, width); with neither, each image keeps its
+    normalized with ``mean``/``std`` (per channel or one value; default: ImageNet's for 3 channels, none for other
+    counts; ``mean=0, std=1`` for a 3-channel graph that takes [0, 1] input) and laid out as the graph wants.
+    The graph's fixed channel count (C) is the model's ``channels``: images are fitted to it by the rule of
+    :func:`unveil.load_image` (a gray graph gets luminance, ...); a graph that leaves C free gets 3. ``input_size`` defaults to the graph's static (height, width); with neither, each image keeps its
     own size. The first output is read as N x classes ``outputs`` (``"logits"``, softmaxed by the adapter,
     or ``"probabilities"``). ``batch_size``: an int or ``"auto"`` (timed on first use like torch models; a
     graph with a fixed batch dimension uses that size). ``providers`` default to :func:`default_providers`;
@@ -226,4 +249,5 @@ def load_onnx(
         raise ValueError(f"labels: ONNX model {str(path)!r} has {n_out} outputs, got {len(labels)} labels")
     if fn.fixed_batch is not None and batch_size == "auto":
         batch_size = fn.fixed_batch  # the graph decides; other sizes still work (padded or split)
-    return OnnxModel(fn, input_size=input_size, labels=labels, outputs=outputs, batch_size=batch_size, name=name)
+    return OnnxModel(fn, input_size=input_size, labels=labels, outputs=outputs, batch_size=batch_size, name=name,
+                     channels=fn.channels if fn.channels is not None else 3)
