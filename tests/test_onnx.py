@@ -149,6 +149,9 @@ def test_user_preprocess_replaces_the_default(tiny_onnx, batch):
     assert torch.allclose(m.probabilities(batch), ref, atol=1e-5)
     with pytest.raises(ValueError, match="mean, std"):
         unveil.Model.from_onnx(tiny_onnx, preprocess=preprocess, mean=(0.5,) * 3)
+    wrong = unveil.Model.from_onnx(tiny_onnx, preprocess=lambda b: b, batch_size=8)  # N x H x W x 3: not NCHW
+    with pytest.raises(ValueError, match=r"refused an input of shape \(7, 32, 32, 3\)"):
+        wrong.probabilities(batch)
 
 
 class ChannelsLastSoftmax(torch.nn.Module):

@@ -144,7 +144,14 @@ class OnnxFunction:
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        try:
+            return self.session.run([self.output_name], {self.input_name: x})[0]
+        except Exception as err:  # onnxruntime's own exception types: say what was fed and what the graph takes
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"{self.name}: the session refused an input of shape {tuple(x.shape)} {x.dtype} (the graph's "
+                f"input {self.input_name!r} is {self.input_shape} {self.input_type}): {detail}"
+            ) from None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
