@@ -204,6 +204,45 @@ def test_n_evals_are_exact(linear):
             assert exp.n_evals == expected
 
 
+class FakeBar:
+    """Stands in for tqdm: records what the bar was told."""
+
+    made: list = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.count, self.closed = kwargs, 0, False
+        FakeBar.made.append(self)
+
+    def update(self, n):
+        self.count += n
+
+    def close(self):
+        self.closed = True
+
+
+def test_progress_bar_counts_the_rows_and_is_closed(linear, monkeypatch):
+    import tqdm.auto
+
+    model, W, x, bg = linear
+    monkeypatch.setattr(tqdm.auto, "tqdm", FakeBar)
+    FakeBar.made = []
+    exp = explain_tabular(model, x, background=bg, method="kernelshap", n_samples=300, batch_size=64)
+    (bar,) = FakeBar.made
+    assert bar.count == exp.n_evals and bar.closed and bar.kwargs["desc"] == "kernelshap"
+    FakeBar.made = []
+    explain_tabular(model, x, background=bg, method="kernelshap", n_samples=300, progress=False)
+    assert FakeBar.made == []
+
+    def failing(rows):
+        if len(rows) > 1:
+            raise RuntimeError("model failed")
+        return model(rows)
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        explain_tabular(failing, x, background=bg, method="lime")
+    assert all(b.closed for b in FakeBar.made) and FakeBar.made
+
+
 @pytest.mark.parametrize("method,budget", [("lime", 100), ("kernelshap", 40), ("shapley", 50), ("streak", 12)])
 def test_budget_is_honoured(linear, method, budget):
     model, _, x, bg = linear

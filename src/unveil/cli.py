@@ -323,7 +323,7 @@ def cmd_explain_table(args) -> int:
     model = load_object(args.model)
     exp = explain_tabular(model, data[args.row], background=background, method=args.method, target=args.target,
                           feature_names=names, seed=args.seed, budget=args.budget, batch_size=args.batch_size,
-                          **dict(args.option or []))
+                          progress=not args.no_progress, **dict(args.option or []))
     out = Path(args.out)
     base = out / f"{Path(args.csv).stem}_row{args.row}_{exp.method}"
     exp.plot(base.with_suffix(".png"))
@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="features printed (default 10)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain_table)
     return parser
 

@@ -72,11 +72,28 @@ class TableModel:
     checks shapes and finiteness, and refuses to go past ``budget`` (a method must plan within it)."""
 
     def __init__(self, fn: Callable, batch_size: int = DEFAULT_BATCH_ROWS, budget: int | None = None,
-                 name: str = "model_fn", frame=None):
+                 name: str = "model_fn", frame=None, progress: bool = False, desc: str = "rows"):
         self.fn, self.batch_size, self.budget, self.name = fn, int(batch_size), budget, name
         self.frame = frame  # (DataFrame type, columns): rows go to the model as that frame
         self.n_evals = 0
         self.n_outputs: int | None = None
+        self.progress, self.desc, self._bar = bool(progress), desc, None
+
+    def close(self) -> None:
+        """Close the progress bar (if one was drawn)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _tick(self, n: int) -> None:
+        if not self.progress:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            # rows evaluated so far; disable=None hides the bar when stderr is not a terminal
+            self._bar = tqdm(total=self.budget, desc=self.desc, unit="row", disable=None, leave=False)
+        self._bar.update(n)
 
     def _call(self, rows: np.ndarray) -> np.ndarray:
         arg = rows if self.frame is None else self.frame[0](rows, columns=self.frame[1])
@@ -111,7 +128,10 @@ class TableModel:
         rows = np.asarray(rows, dtype=np.float64)
         if self.budget is not None and self.n_evals + len(rows) > self.budget:
             raise RuntimeError(f"{len(rows)} more evaluations would pass the budget of {self.budget}")
-        outs = [self._call(rows[i: i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
+        outs = []
+        for i in range(0, len(rows), self.batch_size):
+            outs.append(self._call(rows[i: i + self.batch_size]))
+            self._tick(len(outs[-1]))
         self.n_evals += len(rows)
         return np.concatenate(outs) if outs else np.zeros((0, self.n_outputs or 0))
 
@@ -574,6 +594,7 @@ def explain_tabular(
     seed: int = 0,
     budget: int | None = None,
     batch_size: int | None = None,
+    progress: bool = True,
     **options,
 ) -> Explanation:
     """Explain ``model_fn``'s score for output ``target`` on the row ``x``, one weight per feature.
@@ -587,7 +608,8 @@ def explain_tabular(
     come from. ``target``: output number or class name; the top output when None. ``feature_names``: default
     the DataFrame's columns, else x0..x{F-1}. ``class_names``: default the estimator's ``classes_`` or the
     Model's labels. ``budget``: the most model evaluations (rows), the row itself included.
-    ``batch_size``: the most rows in one call of the model (default 4096). Other keyword arguments are the
+    ``batch_size``: the most rows in one call of the model (default 4096). ``progress``: a bar of the rows
+    evaluated, on a terminal (stderr), while the method runs. Other keyword arguments are the
     method's options (:data:`TABULAR_METHODS`, README "Tables").
     """
     t0 = time.perf_counter()
@@ -603,7 +625,18 @@ def explain_tabular(
     fn, names, model_bs, name = _model_function(model_fn)
     x, background, feature_list, frame = _check_inputs(x, background, feature_names)
     bs = _check_int(batch_size, "batch_size", 1, "rows per call") or model_bs or DEFAULT_BATCH_ROWS
-    model = TableModel(fn, bs, budget, name="model_fn" if name in ("", "<lambda>") else name, frame=frame)
+    model = TableModel(fn, bs, budget, name="model_fn" if name in ("", "<lambda>") else name, frame=frame,
+                       progress=progress, desc=method)
+    try:
+        return _explain_row(model, spec, method, x, background, feature_list, target, class_names, names, seed,
+                            budget, options, t0)
+    finally:
+        model.close()
+
+
+def _explain_row(model, spec, method, x, background, feature_list, target, class_names, names, seed, budget,
+                 options, t0) -> Explanation:
+    """The body of :func:`explain_tabular` once the inputs are checked and the model is wrapped."""
     scores = model(x[None, :])[0]
     if class_names is not None:
         names = [str(c) for c in class_names]
