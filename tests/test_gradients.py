@@ -416,3 +416,18 @@ def test_modified_rules_on_the_default_model(default_model):
     cam = unveil.explain(default_model, image, method="gradcam", progress=False)
     assert cam.extras["layer"] == "_conv_head" and cam.map.min() >= 0
     assert hook_count(net) == 0 and all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("module", [torch.nn.ReLU(), torch.nn.ReLU6(), torch.nn.Hardtanh(-0.5, 2.0),
+                                    torch.nn.LeakyReLU(0.2), torch.nn.Sigmoid(), torch.nn.Tanh(), torch.nn.SiLU()])
+def test_closed_form_local_gradients_equal_autograd(module):
+    from unveil.methods import modified_rules as mr
+
+    z = torch.cat([torch.randn(500, generator=torch.Generator().manual_seed(0)) * 4,
+                   torch.tensor([0.0, -0.0, 6.0, -0.5, 2.0, 1e-8, -1e-8])])  # the kinks included
+    leaf = z.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(module(leaf), leaf, torch.ones_like(z))
+    assert type(module) in mr._DERIVATIVES
+    got = mr.local_gradient(module, z)
+    assert got.dtype == z.dtype and got.shape == z.shape
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)

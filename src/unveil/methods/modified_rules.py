@@ -31,7 +31,7 @@ Functional nonlinearities are found after the first modified forward pass, by lo
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -109,8 +109,39 @@ class Epsilon(Rule):
         return f"Epsilon({self.eps})"
 
 
+def _hardtanh_grad(module, z):
+    return ((z > module.min_val) & (z < module.max_val)).to(z.dtype)
+
+
+def _sigmoid_grad(module, z):
+    s = torch.sigmoid(z)
+    return s * (1 - s)
+
+
+def _silu_grad(module, z):
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+#: g'(z) in closed form for the common nonlinearities (the same values autograd gives, also at the kinks:
+#: 0 at z = 0 for ReLU, 0 at both ends of ReLU6/Hardtanh); other types go through autograd.
+_DERIVATIVES: dict[type, Callable] = {
+    torch.nn.ReLU: lambda module, z: (z > 0).to(z.dtype),
+    torch.nn.ReLU6: _hardtanh_grad,
+    torch.nn.Hardtanh: _hardtanh_grad,
+    torch.nn.LeakyReLU: lambda module, z: torch.where(z > 0, 1.0, module.negative_slope).to(z.dtype),
+    torch.nn.Sigmoid: _sigmoid_grad,
+    torch.nn.Tanh: lambda module, z: 1 - torch.tanh(z) ** 2,
+    torch.nn.SiLU: _silu_grad,
+}
+
+
 def local_gradient(module: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """g'(z) of an elementwise module, by autograd through its own ``forward`` (hooks not run)."""
+    """g'(z) of an elementwise module: in closed form for the common types (exact type match), else by
+    autograd through its own ``forward`` (hooks not run)."""
+    closed = _DERIVATIVES.get(type(module))
+    if closed is not None:
+        return closed(module, z)
     with torch.enable_grad():
         leaf = z.detach().requires_grad_(True)  # a new leaf sharing z's memory
         y = module.forward(leaf.clone() if getattr(module, "inplace", False) else leaf)
