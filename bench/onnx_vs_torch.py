@@ -3,7 +3,7 @@
     .venv/bin/python bench/onnx_vs_torch.py [--seconds 2] [--rounds 2] [--samples 1000] [--images chelsea,coffee]
 
 The embedded default model (EfficientNet-Lite0 as ``unveil.load_model()`` holds it: channels-last, batch norms
-folded) is exported once with ``torch.onnx.export`` and loaded with ``unveil.Model.from_onnx``. Each
+folded) is exported once with ``Model.to_onnx`` and loaded with ``unveil.Model.from_onnx``. Each
 configuration runs in its own process with the library's CPU tuning (``unveil.tune_cpu()``): torch as
 ``load_model()`` sets it up, ONNX Runtime with its session defaults, with ``intra_op_num_threads=2`` (this
 machine's cores), and with that plus idle threads that sleep instead of spinning. Per configuration: images
@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,16 +71,9 @@ CONFIGS = ["torch", "onnx defaults", "onnx 2 threads", "onnx 2 threads no-spin"]
 
 
 def export_default(path: Path) -> None:
-    import torch
-
     import unveil
 
-    net = unveil.load_model(batch_size=1).fn
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(net, (torch.rand(2, 3, 224, 224),), str(path), input_names=["image"],
-                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                          dynamo=False)
+    unveil.load_model(batch_size=1).to_onnx(path)
 
 
 def main(argv=None) -> int:

@@ -211,6 +211,30 @@ def test_graphs_with_other_channel_counts_take_fitted_images(tmp_path, c, last):
         unveil.Model.from_onnx(tmp_path / f"c{c}.onnx", mean=(0.1, 0.2))
 
 
+def test_to_onnx_exports_a_torch_model_with_its_settings(tmp_path, batch, image):
+    t = unveil.Model(SoftTiny(), input_size=(32, 32), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25), batch_size=6,
+                     labels=[f"c{i}" for i in range(10)], name="soft")
+    o = t.to_onnx(tmp_path / "sub" / "soft.onnx")
+    assert isinstance(o, OnnxModel) and (tmp_path / "sub" / "soft.onnx").is_file()
+    assert o.labels == t.labels and o.input_size == (32, 32) and o.outputs == "logits" and o.name == "soft"
+    assert o.resolve_batch_size() == 6 and o.channels == 3
+    assert torch.allclose(o.probabilities(batch), t.probabilities(batch), atol=1e-5)
+    opts = dict(method="lime", seed=0, n_samples=30, n_features=9, segmentation="grid", progress=False)
+    np.testing.assert_allclose(unveil.explain(o, image, **opts).map, unveil.explain(t, image, **opts).map,
+                               atol=1e-4)
+    raw = unveil.Model(AnyChannels(5), input_size=(24, 24), channels=5, mean=None, std=None, batch_size=4)
+    o5 = raw.to_onnx(tmp_path / "c5.onnx", batch_size=2)  # no normalization, 5 channels
+    x5 = torch.rand(3, 5, 24, 24, generator=torch.Generator().manual_seed(2))
+    assert o5.channels == 5 and o5.resolve_batch_size() == 2
+    assert torch.allclose(o5.probabilities(x5), raw.probabilities(x5), atol=1e-5)
+    with pytest.raises(TypeError, match="torch module"):
+        unveil.Model(lambda b: b.mean(axis=(1, 2)), input_size=(8, 8)).to_onnx(tmp_path / "f.onnx")
+    with pytest.raises(ValueError, match="input_size"):
+        unveil.Model(SoftTiny()).to_onnx(tmp_path / "g.onnx")
+    with pytest.raises(TypeError, match="labels"):
+        t.to_onnx(tmp_path / "h.onnx", labels=["a"])
+
+
 # ---------------------------------------------------------------- what does not work, clearly
 
 

@@ -186,6 +186,13 @@ class Model:
             name=name,
         )
 
+    def to_onnx(self, path, **options) -> "Model":
+        """This torch model exported to ``path`` and run by ONNX Runtime (same preprocessing, labels and
+        outputs; black-box methods only): see :func:`unveil.models.onnx.export_onnx`."""
+        from .onnx import export_onnx
+
+        return export_onnx(self, path, **options)
+
     @property
     def num_classes(self) -> int | None:
         return len(self.labels) if self.labels is not None else None

@@ -19,7 +19,7 @@ import numpy as np
 from .base import Model
 from .default import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["OnnxFunction", "OnnxModel", "load_onnx", "default_providers"]
+__all__ = ["OnnxFunction", "OnnxModel", "load_onnx", "export_onnx", "default_providers"]
 
 _DTYPES = {
     "tensor(float)": np.float32,
@@ -258,3 +258,50 @@ def load_onnx(
         batch_size = fn.fixed_batch  # the graph decides; other sizes still work (padded or split)
     return OnnxModel(fn, input_size=input_size, labels=labels, outputs=outputs, batch_size=batch_size, name=name,
                      channels=fn.channels if fn.channels is not None else 3)
+
+
+def export_onnx(model: Model, path, *, opset: int = 17, **options) -> OnnxModel:
+    """Export a torch :class:`Model`'s module to ``path`` with ``torch.onnx.export`` and load it back on ONNX
+    Runtime with the same input size, channels, normalization, labels, outputs and batch size.
+
+    The graph takes the normalized N x C x H x W batch (the batch dimension free) and returns the module's first
+    output. ``opset``: the ONNX opset (17 by default). ``options`` go to :func:`load_onnx` (``providers``,
+    ``session_options``, ``batch_size``, ``name``). Only black-box methods run on the result; keep ``model`` for
+    gradient methods. Needs ``onnxruntime`` and ``onnx`` (``pip install 'unveil[onnx]'``).
+    """
+    import warnings
+
+    import torch
+
+    if not isinstance(model, Model) or not model.is_torch:
+        raise TypeError(f"export_onnx: expected a unveil.Model over a torch module, got {_kind(model)}")
+    if model.input_size is None:
+        raise ValueError(f"export_onnx: model {model.name!r} has no input_size; the graph needs a fixed image size")
+    _import_ort()
+    bad = sorted(set(options) - {"providers", "session_options", "batch_size", "name"})
+    if bad:
+        raise TypeError(f"export_onnx: unexpected option(s) {', '.join(map(repr, bad))}; the rest is taken from "
+                        "the model")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    c = model.channels or 3
+    example = torch.rand(2, c, *model.input_size, device=model.device)
+    with model.inference_behaviour(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        try:
+            torch.onnx.export(model.fn, (example,), str(path), input_names=["image"], output_names=["scores"],
+                              dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, opset_version=opset,
+                              dynamo=False)
+        except ModuleNotFoundError as err:
+            raise ImportError(f"export_onnx: torch.onnx.export needs the package {err.name!r}: pip install "
+                              f"'unveil[onnx]'") from err
+    mean = model._mean.reshape(-1).tolist() if model._mean is not None else 0.0
+    std = model._std.reshape(-1).tolist() if model._std is not None else 1.0
+    batch = model._batch_request if isinstance(model._batch_request, int) else "auto"
+    kwargs = dict(labels=model.labels, mean=mean, std=std, outputs=model.outputs, batch_size=batch, name=model.name)
+    kwargs.update(options)
+    return load_onnx(path, **kwargs)
+
+
+def _kind(obj) -> str:
+    return obj.kind if isinstance(obj, Model) else type(obj).__name__
