@@ -64,14 +64,6 @@ def batch():
     return torch.rand(7, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture
-def image():
-    rng = np.random.default_rng(0)
-    img = rng.random((40, 48, 3)).astype(np.float32)
-    img[8:24, 10:30] = [0.9, 0.2, 0.1]
-    return img
-
-
 # ---------------------------------------------------------------- the small model
 
 
