@@ -37,4 +37,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from .process import configure_openmp
+
+    configure_openmp()  # a process of its own: idle OpenMP threads sleep (see unveil.process)
     sys.exit(main())

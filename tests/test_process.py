@@ -1,0 +1,54 @@
+"""The processes unveil owns set up OpenMP before torch loads; a host program that imports the library keeps its
+own settings (and importing unveil loads no torch until a name is used)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(code: str, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def spin_count(stderr: str) -> str:
+    """libgomp's GOMP_SPINCOUNT as it reports it at start-up (OMP_DISPLAY_ENV=VERBOSE)."""
+    lines = [ln for ln in stderr.splitlines() if "GOMP_SPINCOUNT" in ln]
+    if not lines:
+        pytest.skip("torch's OpenMP runtime here is not libgomp (no GOMP_SPINCOUNT report)")
+    return lines[0].split("=")[1].strip().strip("'")
+
+
+def test_importing_unveil_loads_no_torch_until_a_name_is_used():
+    r = run("import sys, unveil; a = 'torch' in sys.modules; unveil.Explanation; b = 'torch' in sys.modules; "
+            "unveil.load_model; print(a, b, 'torch' in sys.modules, sorted(unveil.__all__) == sorted(set(dir("
+            "unveil)) & set(unveil.__all__)))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_the_command_lets_idle_openmp_threads_sleep_and_the_library_does_not():
+    cmd = run("import sys; from unveil.process import cli_main; sys.exit(cli_main(['methods']))",
+              OMP_DISPLAY_ENV="VERBOSE")
+    assert cmd.returncode == 0 and "lime" in cmd.stdout, cmd.stderr
+    assert spin_count(cmd.stderr) == "0"  # OMP_WAIT_POLICY=PASSIVE: no spinning
+    lib = run("import unveil; unveil.load_model", OMP_DISPLAY_ENV="VERBOSE")
+    assert lib.returncode == 0, lib.stderr
+    assert spin_count(lib.stderr) != "0"  # libgomp's default (spin, then sleep) untouched
+    user = run("import sys; from unveil.process import cli_main; sys.exit(cli_main(['methods']))",
+               OMP_DISPLAY_ENV="VERBOSE", OMP_WAIT_POLICY="ACTIVE")
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in user.stderr  # the user's setting wins
+
+
+def test_configure_openmp_is_a_no_op_once_torch_is_loaded(monkeypatch):
+    import torch  # noqa: F401  (loaded: too late to change OpenMP)
+
+    from unveil.process import configure_openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert configure_openmp() == {} and "OMP_WAIT_POLICY" not in os.environ
