@@ -2,12 +2,13 @@
 ``OMP_WAIT_POLICY=PASSIVE`` (what the ``unveil`` command sets, see :mod:`unveil.process`).
 
     .venv/bin/python bench/contention.py [--busy 0,2] [--rounds 2] [--samples 500] [--seconds 4]
+        [--policies default,PASSIVE,"spin 10k"]
 
 For each number of busy processes (pure-Python loops, one core each) and each policy, a fresh process loads the
 default model (``unveil.tune_cpu()``, automatic batch size), times forward passes at its chosen batch size for
 ``--seconds`` (best of 3 runs of that length, images/s) and one LIME explanation of scikit-image's cat photo
 (``--samples`` samples, seed 0, wall seconds). Policies alternate within each round; the best round counts. The
-ratios are default / PASSIVE times (above 1: PASSIVE faster). Results are compared too: both policies must give
+ratios are default / other times (above 1: the other faster). Results are compared too: both policies must give
 the same map.
 """
 
@@ -44,13 +45,14 @@ print(json.dumps({"batch": bs, "img_s": best, "lime_s": lime_s, "map_sum": float
                   "map_max": float(np.abs(exp.map).max())}))
 """
 
-POLICIES = {"default": None, "PASSIVE": "PASSIVE"}
+#: name -> OpenMP environment of the child ("spin 10k": libgomp spins 10,000 rounds before sleeping instead of
+#: its default 300,000; PASSIVE spins 0).
+POLICIES = {"default": {}, "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin 10k": {"GOMP_SPINCOUNT": "10000"}}
 
 
-def child(policy: str | None, samples: int, seconds: float) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+def child(policy: dict, samples: int, seconds: float) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    env.update(policy)
     out = subprocess.run([sys.executable, "-c", CHILD, str(samples), str(seconds)], env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -62,14 +64,18 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--policies", default="default,PASSIVE", help="subset of: " + ", ".join(POLICIES))
     args = parser.parse_args(argv)
+    names = [p.strip() for p in args.policies.split(",")]
+    if "default" not in names or any(n not in POLICIES for n in names):
+        raise SystemExit(f"--policies: 'default' plus any of {list(POLICIES)}")
     rows = []
     for busy in [int(b) for b in args.busy.split(",")]:
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
         try:
             best: dict[str, dict] = {}
             for r in range(args.rounds):
-                order = list(POLICIES) if r % 2 == 0 else list(reversed(POLICIES))
+                order = names if r % 2 == 0 else list(reversed(names))
                 for name in order:
                     res = child(POLICIES[name], args.samples, args.seconds)
                     cur = best.get(name)
@@ -81,15 +87,18 @@ def main(argv=None) -> int:
         finally:
             for h in hogs:
                 h.kill()
-        d, p = best["default"], best["PASSIVE"]
-        same = abs(d["map_sum"] - p["map_sum"]) <= 1e-4 * max(d["map_sum"], 1e-12)
-        for name, res in best.items():
+        d = best["default"]
+        for name in names:
+            res = best[name]
             rows.append({"busy processes": busy, "policy": name, "batch": res["batch"], "img/s": res["img_s"],
                          "LIME s": res["lime_s"]})
-        rows.append({"busy processes": busy, "policy": "default / PASSIVE", "img/s": d["img_s"] / p["img_s"],
-                     "LIME s": d["lime_s"] / p["lime_s"], "batch": "same map" if same else "MAPS DIFFER"})
+        for name in names[1:]:
+            p = best[name]
+            same = abs(d["map_sum"] - p["map_sum"]) <= 1e-4 * max(d["map_sum"], 1e-12)
+            rows.append({"busy processes": busy, "policy": f"default / {name}", "img/s": d["img_s"] / p["img_s"],
+                         "LIME s": d["lime_s"] / p["lime_s"], "batch": "same map" if same else "MAPS DIFFER"})
     print(table(rows, ["busy processes", "policy", "batch", "img/s", "LIME s"]))
-    print("\n'default / PASSIVE' row: img/s ratio below 1 and LIME-time ratio above 1 mean PASSIVE is faster.")
+    print("\n'default / X' rows: img/s ratio below 1 and LIME-time ratio above 1 mean X is faster.")
     return 0
 
 
