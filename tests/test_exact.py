@@ -128,3 +128,29 @@ def test_occlusion_budget_grows_the_stride():
     capped = unveil.explain(model, img, method="occlusion", target=0, window=8, stride=2, budget=30, progress=False)
     assert free.n_evals == 1 + 13 * 13
     assert capped.n_evals <= 30 and capped.extras["stride"] > 2
+
+
+@pytest.mark.parametrize("alpha", [1e-6, 0.01, 1.0, 25.0])
+def test_weighted_ridge_equals_scikit_learns_ridge_with_sample_weights(alpha):
+    from sklearn.linear_model import Ridge
+
+    from unveil.methods.lime import fit_surrogate, weighted_ridge
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 2, size=(300, 12)).astype(np.float64)
+    y = X @ rng.normal(size=12) + 0.3 + 0.05 * rng.normal(size=300)
+    w = rng.uniform(0.01, 1.0, size=300)
+    ref = Ridge(alpha=alpha).fit(X, y, sample_weight=w)
+    beta, b = weighted_ridge(X, y, w, alpha)
+    np.testing.assert_allclose(beta, ref.coef_, rtol=1e-6, atol=1e-9)
+    assert b == pytest.approx(float(ref.intercept_), rel=1e-6, abs=1e-9)
+    coef, intercept, r2 = fit_surrogate(X, y, w, "ridge", alpha)
+    np.testing.assert_allclose(coef, ref.coef_, rtol=1e-6, atol=1e-9)
+    assert r2 == pytest.approx(ref.score(X, y, sample_weight=w), rel=1e-9)
+
+
+def test_weighted_ridge_refuses_weights_summing_to_zero():
+    from unveil.methods.lime import weighted_ridge
+
+    with pytest.raises(ValueError, match="sample weights sum to zero"):
+        weighted_ridge(np.ones((4, 2)), np.ones(4), np.zeros(4))
