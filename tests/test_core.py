@@ -308,3 +308,24 @@ def test_a_module_in_training_mode_is_explained_as_it_predicts_and_left_unchange
     unveil.explain(unveil.Model(net, input_size=(32, 32), eval_mode=False), image, method="occlusion",
                    window=8, progress=False)
     assert not torch.equal(net.features[1].running_mean, stats)
+
+
+def test_auto_batch_size_stops_at_a_size_much_slower_than_the_best(monkeypatch):
+    """A fake clock: a call on n images costs n + n**2 / 32 time units, so n images run at 32 / (32 + n) per
+    unit (32/33, 8/9, 4/5, 2/3 for n = 1, 4, 8, 16): batch 16 runs at 0.6875 x batch 1's throughput, below 70 %,
+    so 32 is never tried."""
+    import unveil.models.base as base
+
+    clock = [0.0]
+    monkeypatch.setattr(base, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+
+    def fn(batch):
+        n = batch.shape[0]
+        clock[0] += n + n * n / 32
+        return np.tile(np.array([[0.25, 0.75]], np.float32), (n, 1))
+
+    model = unveil.Model(fn, input_size=(8, 8), batch_size="auto")
+    assert model.resolve_batch_size() == 1
+    assert list(model.batch_timings) == [1, 4, 8, 16]
+    assert model.batch_timings[1] == pytest.approx(32 / 33) and model.batch_timings[16] == pytest.approx(2 / 3)
+    assert model.n_evals == 0

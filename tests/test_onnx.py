@@ -117,7 +117,8 @@ def test_auto_batch_size_is_measured_or_taken_from_the_graph(tiny_onnx, tiny_onn
     m = onnx_tiny(tiny_onnx)
     assert m.batch_size == "auto"
     unveil.explain(m, image, method="occlusion", window=16)
-    assert m.batch_size in BATCH_CANDIDATES and set(m.batch_timings) == set(BATCH_CANDIDATES)
+    tried = list(m.batch_timings)
+    assert m.batch_size in tried and tried == list(BATCH_CANDIDATES[: len(tried)])
     fixed = onnx_tiny(tiny_onnx_fixed)
     assert fixed.batch_size == 4 and not hasattr(fixed, "batch_timings")
 

@@ -367,11 +367,18 @@ def _check_batch_size(value) -> int | str:
     return int(value)
 
 
+#: Calibration stops trying larger batch sizes once one runs below this fraction of the best throughput so far.
+SLOWER_STOP = 0.7
+
+
 def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[int] = BATCH_CANDIDATES):
-    """Time forward passes at each candidate size (after a warm-up) and return (fastest, {size: img/s}).
+    """Time forward passes at each candidate size, smallest first (after a warm-up), and return
+    (fastest, {size: img/s}) over the sizes tried.
 
     Each size's throughput is that of its best pass, so a pass slowed by other work on the machine does not
-    decide the choice."""
+    decide the choice. Sizes above one that ran below ``SLOWER_STOP`` x the best so far are not tried: under
+    glibc's default allocator large batches are the slowest and the costliest to time (a quarter of the
+    throughput here), and calibration is paid by every process."""
     timings: dict[int, float] = {}
     base = sample[:1]
     n_before = model.n_evals
@@ -387,6 +394,8 @@ def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[
                 model._call_batch(batch)
                 best = min(best, time.perf_counter() - t0)
             timings[bs] = bs / max(best, 1e-9)
+            if timings[bs] < SLOWER_STOP * max(timings.values()):
+                break
     finally:
         model._local.counters = saved if saved is not None else []
         with model._lock:
