@@ -329,3 +329,15 @@ def test_auto_batch_size_stops_at_a_size_much_slower_than_the_best(monkeypatch):
     assert list(model.batch_timings) == [1, 4, 8, 16]
     assert model.batch_timings[1] == pytest.approx(32 / 33) and model.batch_timings[16] == pytest.approx(2 / 3)
     assert model.n_evals == 0
+
+
+def test_one_input_methods_do_not_calibrate_the_batch_size(image):
+    from conftest import TinyNet
+
+    model = unveil.Model(TinyNet(), input_size=(32, 32), batch_size="auto")
+    for method in ("saliency", "grad_input", "elrp", "deeplift", "gradcam"):
+        exp = unveil.explain(model, image, method=method, progress=False)
+        assert exp.n_evals >= 1
+    assert model.batch_size == "auto" and not hasattr(model, "batch_timings")
+    unveil.explain(model, image, method="integrated_gradients", n_steps=8, progress=False)  # many passes
+    assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings

@@ -99,7 +99,7 @@ def explain(
     if spec.needs_gradients:
         model.require_gradients(spec.name)
     original, x = model.prepare(image)
-    bs = model.resolve_batch_size(x.unsqueeze(0)) if batch_size is None else _check_batch_size(batch_size)
+    bs = None if batch_size is None else _check_batch_size(batch_size)
     if bs == "auto":
         bs = model.resolve_batch_size(x.unsqueeze(0))
     with model.counting() as counter:
@@ -114,7 +114,7 @@ def explain(
             seed=seed,
             budget=None if budget is None else int(budget),
             progress=progress,
-            batch_size=int(bs),
+            batch=None if bs is None else int(bs),
             counter=counter,
         )
         torch_state = torch.random.get_rng_state()

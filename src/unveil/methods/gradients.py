@@ -266,7 +266,7 @@ def build_saliency(ctx: Context, *, output: str = "logit") -> Attributor:
     _require_torch(ctx.model)
 
     def attribute(xs):
-        return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.batch_size).abs()
+        return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.batch_for(len(xs))).abs()
 
     return Attributor(attribute, reduce=max_abs_channels)
 
@@ -276,7 +276,7 @@ def build_grad_input(ctx: Context, *, output: str = "logit") -> Attributor:
     _require_torch(ctx.model)
 
     def attribute(xs):
-        return xs * input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.batch_size)
+        return xs * input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.batch_for(len(xs)))
 
     return Attributor(attribute)
 

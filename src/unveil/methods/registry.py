@@ -73,7 +73,7 @@ class Context:
     seed: int
     budget: int | None
     progress: bool
-    batch_size: int
+    batch: int | None  # this call's batch size; None: the model's, measured on first use if it is "auto"
     counter: list  # evaluations made so far in this call (shared with the model's counting())
     rng: np.random.Generator = field(init=False)
     generator: torch.Generator = field(init=False)
@@ -81,6 +81,18 @@ class Context:
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
         self.generator = torch.Generator().manual_seed(int(self.seed))
+
+    @property
+    def batch_size(self) -> int:
+        """The most inputs in one forward pass. A model with ``batch_size="auto"`` calibrates here, on first
+        use, so a method that only ever passes one input (saliency, Grad-CAM, ...) never pays for it."""
+        if self.batch is None:
+            self.batch = int(self.model.resolve_batch_size(self.x.unsqueeze(0)))
+        return self.batch
+
+    def batch_for(self, n: int) -> int:
+        """Batch size for ``n`` inputs: 1 for a single input (no calibration), else :attr:`batch_size`."""
+        return 1 if n <= 1 else self.batch_size
 
     @property
     def n_evals(self) -> int:
