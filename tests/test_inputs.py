@@ -206,3 +206,17 @@ def test_user_label_map_and_user_baseline_image(tiny, image):
                          n_samples=20, progress=False)
     assert set(np.unique(exp.segments)) == {0, 1}
     assert np.all(exp.map[:, :20] == exp.weights[0]) and np.all(exp.map[:, 28:] == exp.weights[1])
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (7, 9, 3), (5, 6, 5)])
+def test_bilinear_enlarging_equals_scikit_images_resize(shape):
+    from skimage.transform import resize as sk_resize
+
+    from unveil.images import resize
+
+    x = np.random.default_rng(1).random(shape).astype(np.float32)
+    for size in [(21, 40), (7, 30), (64, 64)]:
+        ours = resize(x, size)
+        ref = sk_resize(x, size, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+        assert ours.shape == ref.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
