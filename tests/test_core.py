@@ -341,3 +341,18 @@ def test_one_input_methods_do_not_calibrate_the_batch_size(image):
     assert model.batch_size == "auto" and not hasattr(model, "batch_timings")
     unveil.explain(model, image, method="integrated_gradients", n_steps=8, progress=False)  # many passes
     assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings
+
+
+@pytest.mark.slow
+def test_folded_padding_gives_exactly_the_same_logits():
+    import skimage.data
+
+    folded = unveil.load_model(batch_size=2)
+    padded = unveil.load_model(fold_pad=False, batch_size=2)
+    pads = [m for m in folded.fn.modules() if isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)]
+    assert len(pads) == 5 and all(m.stride == (2, 2) or list(m.stride) == [2, 2] for m in pads)  # asymmetric
+    assert sum(isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d) for m in padded.fn.modules()) == 17
+    _, x = folded.prepare(skimage.data.chelsea())
+    x2 = torch.stack([x, torch.rand_like(x)])
+    with torch.inference_mode():
+        torch.testing.assert_close(folded.forward(x2), padded.forward(x2), atol=1e-6, rtol=1e-6)

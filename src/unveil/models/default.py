@@ -60,6 +60,23 @@ def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
+@torch.no_grad()
+def fold_padding(net: torch.nn.Module) -> torch.nn.Module:
+    """Move every symmetric "same" zero padding of an EfficientNet-Lite into its convolution (in place; returns
+    ``net``). The package pads with a separate ``ZeroPad2d`` before each convolution; where the padding is the
+    same on both sides (stride-1 convolutions) the convolution's own ``padding`` computes exactly the same
+    output without the padded copy of the activations. Asymmetric paddings (stride 2) stay."""
+    for module in net.modules():
+        pad = getattr(module, "static_padding", None)
+        if not isinstance(module, torch.nn.Conv2d) or not isinstance(pad, torch.nn.ZeroPad2d):
+            continue
+        left, right, top, bottom = pad.padding
+        if left == right and top == bottom and tuple(module.padding) == (0, 0):
+            module.padding = (top, left)
+            module.static_padding = torch.nn.Identity()
+    return net
+
+
 def load_model(
     name: str = "default",
     *,
@@ -67,19 +84,23 @@ def load_model(
     batch_size: int | str = "auto",
     channels_last: bool | None = None,
     fold_bn: bool = True,
+    fold_pad: bool = True,
 ) -> Model:
     """Return the embedded default classifier (EfficientNet-Lite0, ImageNet, 224 x 224, logits).
 
     A new, independent module each call (no shared instance). ``channels_last`` defaults to True on the
     CPU (faster convolutions there, same results within float rounding) and False elsewhere. ``fold_bn``
     folds the batch norms into the convolutions (the same function with fewer operations; set False to keep
-    the original layers, e.g. to study batch-norm statistics).
+    the original layers, e.g. to study batch-norm statistics). ``fold_pad`` moves the symmetric zero paddings
+    into their convolutions (exactly the same function; see :func:`fold_padding`).
     """
     if name not in ("default", "efficientnet-lite0"):
         raise ValueError(f"model {name!r}: the embedded models are 'default' (= 'efficientnet-lite0')")
     net = _efficientnet_lite0()
     if fold_bn:
         fold_batchnorm(net)
+    if fold_pad:
+        fold_padding(net)
     if device is not None:
         net = net.to(device)
     dev = next(net.parameters()).device
