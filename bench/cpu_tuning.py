@@ -1,5 +1,6 @@
 """Effect of the CPU fast path on the default model: glibc malloc thresholds (tune_cpu), channels-last
-memory format, batch norm folded into the convolutions and symmetric zero paddings folded into them.
+memory format, batch norm folded into the convolutions, symmetric zero paddings folded into them, and the
+forward passes on ONNX Runtime (what ``load_model()`` does when onnxruntime and onnx are installed).
 
     .venv/bin/python bench/cpu_tuning.py [--seconds 3] [--rounds 2]
 
@@ -20,12 +21,13 @@ from _common import table  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, numpy as np, torch, skimage.data, unveil
-tune, cl, fold, pad = (a == "1" for a in sys.argv[1:5])
-seconds = float(sys.argv[5])
+tune, cl, fold, pad, ort = (a == "1" for a in sys.argv[1:6])
+seconds = float(sys.argv[6])
 torch.manual_seed(0)
 if tune:
     unveil.tune_cpu()
-m = unveil.load_model(channels_last=cl, fold_bn=fold, fold_pad=pad, batch_size=1)
+m = unveil.load_model(channels_last=cl, fold_bn=fold, fold_pad=pad, batch_size=1,
+                      inference="onnxruntime" if ort else "torch")
 _, x0 = m.prepare(skimage.data.chelsea())
 x = torch.stack([x0] + [torch.rand_like(x0) for _ in range(63)])
 probe = m.probabilities(x[:4], batch_size=4).numpy()
@@ -41,11 +43,12 @@ print(json.dumps(out))
 """
 
 CONFIGS = [
-    ("default malloc", "0", "0", "0", "0"),
-    ("tune_cpu()", "1", "0", "0", "0"),
-    ("tune_cpu() + channels_last", "1", "1", "0", "0"),
-    ("+ folded batch norm", "1", "1", "1", "0"),
-    ("+ folded padding (default)", "1", "1", "1", "1"),
+    ("default malloc", "0", "0", "0", "0", "0"),
+    ("tune_cpu()", "1", "0", "0", "0", "0"),
+    ("tune_cpu() + channels_last", "1", "1", "0", "0", "0"),
+    ("+ folded batch norm", "1", "1", "1", "0", "0"),
+    ("+ folded padding (torch)", "1", "1", "1", "1", "0"),
+    ("+ ONNX Runtime (default)", "1", "1", "1", "1", "1"),
 ]
 
 
@@ -57,8 +60,8 @@ def main(argv=None) -> int:
     best: dict[str, dict] = {}
     probes = {}
     for _ in range(args.rounds):
-        for name, tune, cl, fold, pad in CONFIGS:
-            res = subprocess.run([sys.executable, "-c", CHILD, tune, cl, fold, pad, str(args.seconds)],
+        for name, tune, cl, fold, pad, ort in CONFIGS:
+            res = subprocess.run([sys.executable, "-c", CHILD, tune, cl, fold, pad, ort, str(args.seconds)],
                                  check=True, capture_output=True, text=True)
             out = json.loads(res.stdout.strip().splitlines()[-1])
             probes[name] = out.pop("probe")

@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/onnx_vs_torch.py [--seconds 2] [--rounds 2] [--samples 1000] [--images chelsea,coffee]
 
-The embedded default model (EfficientNet-Lite0 as ``unveil.load_model()`` holds it: channels-last, batch norms
-folded) is exported once with ``Model.to_onnx`` and loaded with ``unveil.Model.from_onnx``. Each
+The embedded default model (EfficientNet-Lite0 as ``unveil.load_model(inference="torch")`` holds it:
+channels-last, batch norms and symmetric paddings folded) is exported once with ``Model.to_onnx`` and loaded with ``unveil.Model.from_onnx``. Each
 configuration runs in its own process with the library's CPU tuning (``unveil.tune_cpu()``): torch as
-``load_model()`` sets it up, ONNX Runtime with its session defaults, with ``intra_op_num_threads=2`` (this
+``load_model(inference="torch")`` sets it up, ONNX Runtime with its session defaults, with ``intra_op_num_threads=2`` (this
 machine's cores), and with that plus idle threads that sleep instead of spinning. Per configuration: images
 per second and CPU milliseconds per image of the best of plain forward passes (repeated for ``--seconds``) at
 batch sizes 1, 8, 32 and at the configuration's own ``batch_size="auto"`` choice, then the wall time of a LIME explanation (seed 0, the
@@ -33,7 +33,7 @@ cfg, path, seconds, sizes, names, samples, out_dir = sys.argv[1:8]
 seconds, sizes, names = float(seconds), [int(s) for s in sizes.split(",")], names.split(",")
 unveil.tune_cpu()
 if cfg == "torch":
-    m = unveil.load_model()
+    m = unveil.load_model(inference="torch")
 else:
     import onnxruntime as ort
     so = ort.SessionOptions()
@@ -73,7 +73,7 @@ CONFIGS = ["torch", "onnx defaults", "onnx 2 threads", "onnx 2 threads no-spin"]
 def export_default(path: Path) -> None:
     import unveil
 
-    unveil.load_model(batch_size=1).to_onnx(path)
+    unveil.load_model(batch_size=1, inference="torch").to_onnx(path)
 
 
 def main(argv=None) -> int:

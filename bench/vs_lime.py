@@ -30,7 +30,7 @@ if tune:
 from lime import lime_image
 from lime.wrappers.scikit_image import SegmentationAlgorithm
 # the module as its package gives it: no channels-last, batch norm and padding layers kept (unveil's additions)
-m = unveil.load_model(channels_last=False, fold_bn=False, fold_pad=False)
+m = unveil.load_model(channels_last=False, fold_bn=False, fold_pad=False, inference="torch")
 net = m.fn
 mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

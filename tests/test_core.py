@@ -230,8 +230,8 @@ def test_default_model_predicts_known_classes(default_model, name, index, label)
 def test_channels_last_gives_the_same_probabilities():
     import skimage.data
 
-    a = unveil.load_model(channels_last=True, batch_size=2)
-    b = unveil.load_model(channels_last=False, batch_size=2)
+    a = unveil.load_model(channels_last=True, batch_size=2, inference="torch")
+    b = unveil.load_model(channels_last=False, batch_size=2, inference="torch")
     _, x = a.prepare(skimage.data.coffee())
     x2 = torch.stack([x, x.flip(2)])
     torch.testing.assert_close(a.probabilities(x2), b.probabilities(x2), atol=1e-5, rtol=1e-4)
@@ -241,8 +241,8 @@ def test_channels_last_gives_the_same_probabilities():
 def test_folded_batch_norm_gives_the_same_probabilities():
     import skimage.data
 
-    folded = unveil.load_model(batch_size=2)
-    plain = unveil.load_model(fold_bn=False, batch_size=2)
+    folded = unveil.load_model(batch_size=2, inference="torch")
+    plain = unveil.load_model(fold_bn=False, batch_size=2, inference="torch")
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.fn.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.fn.modules()) == 49
     _, x = folded.prepare(skimage.data.chelsea())
@@ -258,7 +258,7 @@ def test_tune_cpu_leaves_results_unchanged(tmp_path):
     script = (
         "import sys, numpy as np, skimage.data, unveil\n"
         "if sys.argv[1] == '1': assert unveil.tune_cpu()\n"
-        "m = unveil.load_model(batch_size=4)\n"
+        "m = unveil.load_model(batch_size=4, inference=\"torch\")\n"
         "e = unveil.explain(m, skimage.data.chelsea(), method='occlusion', window=56, stride=56, progress=False)\n"
         "np.save(sys.argv[2], e.map)\n"
     )
@@ -347,8 +347,8 @@ def test_one_input_methods_do_not_calibrate_the_batch_size(image):
 def test_folded_padding_gives_exactly_the_same_logits():
     import skimage.data
 
-    folded = unveil.load_model(batch_size=2)
-    padded = unveil.load_model(fold_pad=False, batch_size=2)
+    folded = unveil.load_model(batch_size=2, inference="torch")
+    padded = unveil.load_model(fold_pad=False, batch_size=2, inference="torch")
     pads = [m for m in folded.fn.modules() if isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)]
     assert len(pads) == 5 and all(m.stride == (2, 2) or list(m.stride) == [2, 2] for m in pads)  # asymmetric
     assert sum(isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d) for m in padded.fn.modules()) == 17

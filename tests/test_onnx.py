@@ -343,7 +343,7 @@ def test_cli_reports_a_bad_onnx_file_in_one_line(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def default_pair(tmp_path_factory):
     """The default model and the same module exported to ONNX (each with a fixed batch size: no calibration)."""
-    torch_model = unveil.load_model(batch_size=16)
+    torch_model = unveil.load_model(batch_size=16, inference="torch")
     path = export(torch_model.fn, tmp_path_factory.mktemp("onnx") / "default.onnx", (2, 3, 224, 224))
     onnx_model = unveil.Model.from_onnx(path, labels=unveil.imagenet_labels(), batch_size=16)
     return torch_model, onnx_model
@@ -372,3 +372,53 @@ def test_default_model_lime_map_is_the_same(default_pair):
     assert eo.n_evals == et.n_evals == 60
     np.testing.assert_array_equal(eo.segments, et.segments)
     np.testing.assert_allclose(eo.map, et.map, atol=1e-4 * float(np.abs(et.map).max()))
+
+
+# ---------------------------------------------------------------- ONNX Runtime for a torch model's forward passes
+def test_torch_model_on_onnxruntime_gives_the_torch_maps_and_counts(image):
+    from conftest import TinyNet
+
+    plain = unveil.Model(TinyNet(), input_size=(32, 32), batch_size=8)
+    hybrid = unveil.Model(TinyNet(), input_size=(32, 32), batch_size=8).use_onnxruntime()
+    assert plain.inference == "torch" and hybrid.inference == "onnxruntime"
+    s_plain = unveil.explain(plain, image, method="saliency", progress=False)
+    s_hybrid = unveil.explain(hybrid, image, method="saliency", progress=False)
+    np.testing.assert_array_equal(s_hybrid.map, s_plain.map)  # gradients stay on torch
+    assert hybrid._ort is None  # one-input passes made no session
+    for method, opts in (("lime", {"n_samples": 60}), ("occlusion", {"window": 8})):
+        a = unveil.explain(plain, image, method=method, seed=0, progress=False, **opts)
+        b = unveil.explain(hybrid, image, method=method, seed=0, progress=False, **opts)
+        assert a.n_evals == b.n_evals > 1
+        np.testing.assert_allclose(b.map, a.map, atol=1e-5 * max(1.0, float(np.abs(a.map).max())))
+    assert hybrid._ort is not None and plain.n_evals == hybrid.n_evals
+
+
+def test_onnxruntime_failure_warns_and_torch_runs(image, monkeypatch):
+    import unveil.models.onnx as onnx_mod
+    from conftest import TinyNet
+
+    def broken(model, opset=17):
+        raise RuntimeError("cannot export this")
+
+    monkeypatch.setattr(onnx_mod, "inference_session", broken)
+    m = unveil.Model(TinyNet(), input_size=(32, 32), batch_size=4).use_onnxruntime()
+    with pytest.warns(RuntimeWarning, match="cannot export this"):
+        exp = unveil.explain(m, image, method="occlusion", window=8, progress=False)
+    assert m.inference == "torch" and exp.n_evals > 1
+
+
+def test_use_onnxruntime_needs_a_cpu_torch_module_with_a_fixed_size():
+    from conftest import TinyNet
+
+    with pytest.raises(ValueError, match="fixed input_size"):
+        unveil.Model(lambda b: np.ones((len(b), 2), np.float32), input_size=(8, 8)).use_onnxruntime()
+    with pytest.raises(ValueError, match="fixed input_size"):
+        unveil.Model(TinyNet()).use_onnxruntime()
+    with pytest.raises(ValueError, match="inference"):
+        unveil.load_model(inference="tensorrt")
+
+
+@pytest.mark.slow
+def test_default_model_runs_forward_passes_on_onnxruntime_when_installed():
+    assert unveil.load_model().inference == "onnxruntime"  # the test extra installs onnxruntime and onnx
+    assert unveil.load_model(inference="torch").inference == "torch"

@@ -126,6 +126,8 @@ class Model:
         self.n_evals = 0
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._ort = None  # (session, input name) once made; see use_onnxruntime
+        self._ort_wanted = False
 
     # ------------------------------------------------------------------ properties
     @property
@@ -300,11 +302,63 @@ class Model:
             raise ValueError(f"model {self.name!r} returned shape {tuple(out.shape)}; expected N x classes")
         return out
 
+    # ------------------------------------------------------------------ ONNX Runtime for forward-only passes
+    def use_onnxruntime(self, enable: bool = True) -> "Model":
+        """Run this torch module's passes without gradients (every black-box method's) on an ONNX Runtime
+        session exported from it, and keep torch for gradients. The export happens on first need (calibration
+        or a pass over more than one input; about a second for the default model); if it fails, a warning says
+        why and torch runs them. The session is a snapshot of the module's weights: after changing them, call
+        ``use_onnxruntime()`` again (it exports anew). CPU modules with a fixed ``input_size`` only; ``False``
+        goes back to torch. Returns the model."""
+        if enable:
+            if not self.is_torch or self.input_size is None or self.device.type != "cpu":
+                raise ValueError(f"use_onnxruntime: model {self.name!r} is not a CPU torch module with a fixed "
+                                 "input_size")
+            from .onnx import _import_ort
+
+            _import_ort()
+        self._ort_wanted = bool(enable)
+        self._ort = None
+        return self
+
+    @property
+    def inference(self) -> str:
+        """What runs passes without gradients: ``"onnxruntime"`` (see :meth:`use_onnxruntime`) or ``"torch"``."""
+        return "onnxruntime" if self._ort_wanted else "torch"
+
+    def _ort_session(self, create: bool):
+        if self._ort is None and self._ort_wanted and create:
+            with self._lock:
+                if self._ort is None and self._ort_wanted:
+                    from .onnx import inference_session
+
+                    try:
+                        self._ort = inference_session(self)
+                    except Exception as err:  # noqa: BLE001 - any export/session failure: torch keeps working
+                        import warnings
+
+                        warnings.warn(f"model {self.name!r}: ONNX Runtime unavailable ({type(err).__name__}: "
+                                      f"{err}); torch runs its forward passes", RuntimeWarning, stacklevel=3)
+                        self._ort_wanted = False
+        return self._ort
+
+    def _call_ort(self, session, input_name: str, x: torch.Tensor) -> torch.Tensor:
+        self._count(x.shape[0])
+        z = x
+        if self._mean is not None:
+            z = (z - self._mean.to(z.device)) / self._std.to(z.device)
+        arr = np.ascontiguousarray(z.detach().cpu().numpy(), dtype=np.float32)
+        out = session.run(None, {input_name: arr})[0]
+        return self.to_probabilities(torch.from_numpy(np.asarray(out, dtype=np.float32)))
+
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
         return torch.softmax(out.float(), dim=1) if self.outputs == "logits" else out.float()
 
     def _call_batch(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_torch:
+            ort = self._ort_session(create=x.shape[0] > 1)
+            if ort is not None:
+                return self._call_ort(*ort, x)
             with torch.inference_mode():
                 return self.to_probabilities(self.forward(x))
         self._count(x.shape[0])
@@ -380,6 +434,7 @@ def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[
     glibc's default allocator large batches are the slowest and the costliest to time (a quarter of the
     throughput here), and calibration is paid by every process."""
     timings: dict[int, float] = {}
+    model._ort_session(create=True)  # calibrate what will run
     base = sample[:1]
     n_before = model.n_evals
     saved = getattr(model._local, "counters", None)

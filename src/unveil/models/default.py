@@ -85,6 +85,7 @@ def load_model(
     channels_last: bool | None = None,
     fold_bn: bool = True,
     fold_pad: bool = True,
+    inference: str = "auto",
 ) -> Model:
     """Return the embedded default classifier (EfficientNet-Lite0, ImageNet, 224 x 224, logits).
 
@@ -92,8 +93,14 @@ def load_model(
     CPU (faster convolutions there, same results within float rounding) and False elsewhere. ``fold_bn``
     folds the batch norms into the convolutions (the same function with fewer operations; set False to keep
     the original layers, e.g. to study batch-norm statistics). ``fold_pad`` moves the symmetric zero paddings
-    into their convolutions (exactly the same function; see :func:`fold_padding`).
+    into their convolutions (exactly the same function; see :func:`fold_padding`). ``inference``: what runs
+    the forward passes without gradients (all black-box methods): ``"torch"``, ``"onnxruntime"`` (an ONNX
+    Runtime session exported from the module on first need, see :meth:`Model.use_onnxruntime`; needs
+    ``pip install 'unveil[onnx]'``) or ``"auto"`` (ONNX Runtime on the CPU when onnxruntime and onnx are
+    installed, else torch). Gradient and learned methods always run on torch.
     """
+    if inference not in INFERENCE:
+        raise ValueError(f"inference: expected one of {', '.join(map(repr, INFERENCE))}, got {inference!r}")
     if name not in ("default", "efficientnet-lite0"):
         raise ValueError(f"model {name!r}: the embedded models are 'default' (= 'efficientnet-lite0')")
     net = _efficientnet_lite0()
@@ -108,7 +115,7 @@ def load_model(
         channels_last = dev.type == "cpu"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    return Model(
+    model = Model(
         net,
         input_size=INPUT_SIZE,
         labels=imagenet_labels(),
@@ -119,3 +126,16 @@ def load_model(
         channels_last=channels_last,
         name="efficientnet-lite0",
     )
+    if inference == "onnxruntime" or (inference == "auto" and dev.type == "cpu" and _onnx_installed()):
+        model.use_onnxruntime()
+    return model
+
+
+#: What ``load_model(inference=...)`` accepts.
+INFERENCE = ("auto", "torch", "onnxruntime")
+
+
+def _onnx_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None

@@ -269,10 +269,6 @@ def export_onnx(model: Model, path, *, opset: int = 17, **options) -> OnnxModel:
     ``session_options``, ``batch_size``, ``name``). Only black-box methods run on the result; keep ``model`` for
     gradient methods. Needs ``onnxruntime`` and ``onnx`` (``pip install 'unveil[onnx]'``).
     """
-    import warnings
-
-    import torch
-
     if not isinstance(model, Model) or not model.is_torch:
         raise TypeError(f"export_onnx: expected a unveil.Model over a torch module, got {_kind(model)}")
     if model.input_size is None:
@@ -284,6 +280,21 @@ def export_onnx(model: Model, path, *, opset: int = 17, **options) -> OnnxModel:
                         "the model")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _export(model, path, opset)
+    mean = model._mean.reshape(-1).tolist() if model._mean is not None else 0.0
+    std = model._std.reshape(-1).tolist() if model._std is not None else 1.0
+    batch = model._batch_request if isinstance(model._batch_request, int) else "auto"
+    kwargs = dict(labels=model.labels, mean=mean, std=std, outputs=model.outputs, batch_size=batch, name=model.name)
+    kwargs.update(options)
+    return load_onnx(path, **kwargs)
+
+
+def _export(model: Model, path: Path, opset: int = 17) -> None:
+    """``torch.onnx.export`` of ``model.fn`` (normalized N x C x H x W in, first output out, batch free)."""
+    import warnings
+
+    import torch
+
     c = model.channels or 3
     example = torch.rand(2, c, *model.input_size, device=model.device)
     with model.inference_behaviour(), warnings.catch_warnings():
@@ -293,14 +304,25 @@ def export_onnx(model: Model, path, *, opset: int = 17, **options) -> OnnxModel:
                               dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, opset_version=opset,
                               dynamo=False)
         except ModuleNotFoundError as err:
-            raise ImportError(f"export_onnx: torch.onnx.export needs the package {err.name!r}: pip install "
-                              f"'unveil[onnx]'") from err
-    mean = model._mean.reshape(-1).tolist() if model._mean is not None else 0.0
-    std = model._std.reshape(-1).tolist() if model._std is not None else 1.0
-    batch = model._batch_request if isinstance(model._batch_request, int) else "auto"
-    kwargs = dict(labels=model.labels, mean=mean, std=std, outputs=model.outputs, batch_size=batch, name=model.name)
-    kwargs.update(options)
-    return load_onnx(path, **kwargs)
+            raise ImportError(f"torch.onnx.export needs the package {err.name!r}: pip install 'unveil[onnx]'") \
+                from err
+
+
+def inference_session(model: Model, opset: int = 17):
+    """An ONNX Runtime CPU session over ``model.fn`` (exported to a temporary file that is removed once the
+    session holds the graph), for a torch :class:`Model`'s forward passes without gradients. Idle threads do not
+    spin (``session.intra_op.allow_spinning`` 0), so other work on the machine keeps its cores.
+    Returns (session, input name)."""
+    import tempfile
+
+    ort = _import_ort()
+    with tempfile.TemporaryDirectory(prefix="unveil-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        _export(model, path, opset)
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return session, session.get_inputs()[0].name
 
 
 def _kind(obj) -> str:
