@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/vs_captum.py [--images 3] [--n-features 50] [--permutations 4] [--samples 400]
 
-Same photos, same model (the default EfficientNet-Lite0, allocator tuned with ``unveil.tune_cpu()``), same
+Same photos, same model (the default EfficientNet-Lite0, allocator tuned with ``unveil.tune_cpu()``; our side
+runs its forward passes as ``load_model()`` sets it up, on ONNX Runtime when installed, or as ``--inference``
+says; captum's runs the torch module), same
 input space (the 224 x 224 model input in [0, 1]; captum gets the model's own module behind the same
 normalization and softmax), same target (the top class), same SLIC segments as feature mask, same baseline
 (the image's mean colour), same settings (permutations, samples, window and stride). Captum runs twice: with
@@ -131,17 +133,20 @@ def main(argv=None) -> int:
     parser.add_argument("--stride", type=int, default=16)
     parser.add_argument("--methods", default="occlusion,shapley,kernelshap")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (the best counts)")
+    parser.add_argument("--inference", default="auto", choices=["auto", "torch", "onnxruntime"],
+                        help="what runs our side's forward passes (load_model's inference=; captum's side always "
+                             "runs the torch module)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both sides (1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     unveil.tune_cpu()
-    model = unveil.load_model()
+    model = unveil.load_model(inference=args.inference)
     bs = model.resolve_batch_size()
     fwd = CountingForward(model)
     methods = args.methods.split(",")
-    print(f"model {model.name}, batch size {bs}, torch threads {torch.get_num_threads()}, "
+    print(f"model {model.name} (our forward passes on {model.inference}), batch size {bs}, torch threads {torch.get_num_threads()}, "
           f"{args.n_features} SLIC segments, {args.permutations} permutations, {args.samples} KernelSHAP samples, "
           f"occlusion window {args.window} stride {args.stride}, baseline: the image's mean colour")
     rows = []
