@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     exp.save(out / "chelsea_lime.npz")
     print(
         f"lime: target {exp.target} '{exp.label}' p={exp.score:.3f}, {exp.n_evals} evaluations, "
-        f"{exp.seconds:.1f} s, surrogate R2={exp.extras['r2']:.3f}"
+        f"{exp.seconds:.1f} s, surrogate R2={exp.extras['r2']:.3f} (forward passes on {model.inference})"
     )
     print(f"overlay written to {png.resolve()}")
     return 0

@@ -96,7 +96,7 @@ def load_model(
     into their convolutions (exactly the same function; see :func:`fold_padding`). ``inference``: what runs
     the forward passes without gradients (all black-box methods): ``"torch"``, ``"onnxruntime"`` (an ONNX
     Runtime session exported from the module on first need, see :meth:`Model.use_onnxruntime`; needs
-    ``pip install 'unveil[onnx]'``) or ``"auto"`` (ONNX Runtime on the CPU when onnxruntime and onnx are
+    ``pip install onnxruntime onnx``) or ``"auto"`` (ONNX Runtime on the CPU when onnxruntime and onnx are
     installed, else torch). Gradient and learned methods always run on torch.
     """
     if inference not in INFERENCE:

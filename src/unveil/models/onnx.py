@@ -6,7 +6,7 @@ adapter's numpy batch (N x H x W x C float32 in [0, 1]), preprocesses it into th
 session. Black-box methods work on it; gradient methods do not (a session gives no gradients), and they say so,
 naming the methods that work instead.
 
-Needs the optional dependency ``onnxruntime`` (``pip install unveil[onnx]``).
+Needs ``onnxruntime`` (a dependency of unveil; ``pip install onnxruntime``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _import_ort():
         import onnxruntime
     except ImportError as err:
         raise ImportError(
-            "ONNX models need the package onnxruntime: pip install 'unveil[onnx]' (or pip install onnxruntime)"
+            "ONNX models need the package onnxruntime: pip install onnxruntime"
         ) from err
     return onnxruntime
 
@@ -267,7 +267,7 @@ def export_onnx(model: Model, path, *, opset: int = 17, **options) -> OnnxModel:
     The graph takes the normalized N x C x H x W batch (the batch dimension free) and returns the module's first
     output. ``opset``: the ONNX opset (17 by default). ``options`` go to :func:`load_onnx` (``providers``,
     ``session_options``, ``batch_size``, ``name``). Only black-box methods run on the result; keep ``model`` for
-    gradient methods. Needs ``onnxruntime`` and ``onnx`` (``pip install 'unveil[onnx]'``).
+    gradient methods. Needs ``onnxruntime`` and ``onnx`` (``pip install onnxruntime onnx``).
     """
     if not isinstance(model, Model) or not model.is_torch:
         raise TypeError(f"export_onnx: expected a unveil.Model over a torch module, got {_kind(model)}")
@@ -304,7 +304,7 @@ def _export(model: Model, path: Path, opset: int = 17) -> None:
                               dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, opset_version=opset,
                               dynamo=False)
         except ModuleNotFoundError as err:
-            raise ImportError(f"torch.onnx.export needs the package {err.name!r}: pip install 'unveil[onnx]'") \
+            raise ImportError(f"torch.onnx.export needs the package {err.name!r}: pip install onnx") \
                 from err
 
 
