@@ -414,6 +414,8 @@ def test_use_onnxruntime_needs_a_cpu_torch_module_with_a_fixed_size():
         unveil.Model(lambda b: np.ones((len(b), 2), np.float32), input_size=(8, 8)).use_onnxruntime()
     with pytest.raises(ValueError, match="fixed input_size"):
         unveil.Model(TinyNet()).use_onnxruntime()
+    with pytest.raises(ValueError, match="eval_mode=False"):
+        unveil.Model(TinyNet(), input_size=(32, 32), eval_mode=False).use_onnxruntime()
     with pytest.raises(ValueError, match="inference"):
         unveil.load_model(inference="tensorrt")
 

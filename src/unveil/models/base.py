@@ -314,6 +314,9 @@ class Model:
             if not self.is_torch or self.input_size is None or self.device.type != "cpu":
                 raise ValueError(f"use_onnxruntime: model {self.name!r} is not a CPU torch module with a fixed "
                                  "input_size")
+            if not self.eval_mode:
+                raise ValueError(f"use_onnxruntime: model {self.name!r} has eval_mode=False; the exported graph "
+                                 "would run in inference behaviour, not as the module is")
             from .onnx import _import_ort
 
             _import_ort()
