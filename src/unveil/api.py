@@ -99,9 +99,10 @@ def explain(
     if spec.needs_gradients:
         model.require_gradients(spec.name)
     original, x = model.prepare(image)
+    # None and "auto": the model's batch size, resolved (measured if "auto") when the method first needs it
     bs = None if batch_size is None else _check_batch_size(batch_size)
     if bs == "auto":
-        bs = model.resolve_batch_size(x.unsqueeze(0))
+        bs = None
     with model.counting() as counter:
         probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()
         target_idx = int(np.argmax(probs)) if target is None else model.class_index(target, probs.shape[0])

@@ -41,23 +41,29 @@ def weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
 
 
+def weighted_normal_equations(X: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """The weighted, centred least-squares system of ``X`` (n x d), ``y`` (n) under sample weights ``w`` (n):
+    (x_mean, y_mean, Xc' W Xc, Xc' W yc, yc' W yc) with Xc, yc centred on the weighted means (float64)."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    sw = float(w.sum())
+    x_mean = (w @ X) / sw
+    y_mean = float(w @ y) / sw
+    xc = X - x_mean
+    yc = y - y_mean
+    return x_mean, y_mean, xc.T @ (w[:, None] * xc), xc.T @ (w * yc), float(w @ yc**2)
+
+
 def weighted_ridge(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1.0) -> tuple[np.ndarray, float]:
     """Weighted ridge regression with an unpenalized intercept, in closed form: minimizes
     sum_i w_i (y_i - b - x_i . beta)^2 + alpha |beta|^2 (the fit of ``sklearn.linear_model.Ridge(alpha)`` with
     ``sample_weight=w``, without importing scikit-learn, which costs a second or more per process).
     Returns (beta, b)."""
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
-    sw = float(w.sum())
-    if not sw > 0:
+    if not float(np.sum(w)) > 0:
         raise ValueError("surrogate: the sample weights sum to zero; no sample is close enough to the input")
-    x_mean = (w @ X) / sw
-    y_mean = float(w @ y) / sw
-    xc = X - x_mean
-    gram = xc.T @ (w[:, None] * xc)
+    x_mean, y_mean, gram, rhs, _ = weighted_normal_equations(X, y, w)
     gram[np.diag_indices_from(gram)] += float(alpha)
-    rhs = xc.T @ (w * (y - y_mean))
     try:
         beta = np.linalg.solve(gram, rhs)
     except np.linalg.LinAlgError:  # alpha = 0 with collinear features: the minimum-norm solution

@@ -131,16 +131,8 @@ def ridge_r2_oracle(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float | 
     LIME's ridge surrogate). Exact closed form from one d x d weighted Gram matrix, the same fit as
     ``sklearn.linear_model.Ridge(alpha).fit(X[:, S], y, sample_weight=w)``; f(empty set) = 0.
     """
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
     a = 1.0 if alpha is None else float(alpha)
-    sw = w.sum()
-    xc = X - (w @ X) / sw
-    yc = y - (w @ y) / sw
-    gram = xc.T @ (w[:, None] * xc)
-    b = xc.T @ (w * yc)
-    sst = float(w @ yc**2)
+    _, _, gram, b, sst = _lime.weighted_normal_equations(X, y, w)
 
     def f(sets: list[tuple]) -> np.ndarray:
         out = np.zeros(len(sets), dtype=np.float64)

@@ -289,9 +289,7 @@ class Model:
         """Differentiable raw outputs (logits for a torch module) of an N x C x H x W batch in [0, 1]."""
         self.require_gradients()
         self._count(x.shape[0])
-        z = x
-        if self._mean is not None:
-            z = (z - self._mean.to(z.device)) / self._std.to(z.device)
+        z = self._normalize(x)
         if self.channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         with self.inference_behaviour():
@@ -345,12 +343,15 @@ class Model:
                         self._ort_wanted = False
         return self._ort
 
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std per channel, when the model has them."""
+        if self._mean is None:
+            return x
+        return (x - self._mean.to(x.device)) / self._std.to(x.device)
+
     def _call_ort(self, session, input_name: str, x: torch.Tensor) -> torch.Tensor:
         self._count(x.shape[0])
-        z = x
-        if self._mean is not None:
-            z = (z - self._mean.to(z.device)) / self._std.to(z.device)
-        arr = np.ascontiguousarray(z.detach().cpu().numpy(), dtype=np.float32)
+        arr = np.ascontiguousarray(self._normalize(x).detach().cpu().numpy(), dtype=np.float32)
         out = session.run(None, {input_name: arr})[0]
         return self.to_probabilities(torch.from_numpy(np.asarray(out, dtype=np.float32)))
 

@@ -77,6 +77,10 @@ def fold_padding(net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
+#: What ``load_model(inference=...)`` accepts.
+INFERENCE = ("auto", "torch", "onnxruntime")
+
+
 def load_model(
     name: str = "default",
     *,
@@ -129,10 +133,6 @@ def load_model(
     if inference == "onnxruntime" or (inference == "auto" and dev.type == "cpu" and _onnx_installed()):
         model.use_onnxruntime()
     return model
-
-
-#: What ``load_model(inference=...)`` accepts.
-INFERENCE = ("auto", "torch", "onnxruntime")
 
 
 def _onnx_installed() -> bool:
