@@ -359,3 +359,50 @@ def test_lookahead_gives_the_same_result_in_fewer_calls(lookahead):
         assert capped.oracle_calls <= a.oracle_calls // 2 and capped.stopped
     with pytest.raises(ValueError, match="lookahead"):
         streak(f, order, 4, 0.5, lookahead=0)
+
+
+def test_streak_fill_ends_ranks_the_rest_by_singleton_and_leave_one_out_gains():
+    """f = bias + sum of kept coefficients + w * [a and b both kept]: alone, a and b gain only their
+    coefficients; taken out of the whole image each also loses w. The rest are ranked by the sum of the two
+    ranks (exact values known), below the selected segments, at one evaluation per segment more."""
+    from scipy.stats import rankdata
+
+    labels = grid(30, 30, 25)
+    coef = np.linspace(0.001, 0.012, 25)
+    coef[[7, 18]] = [0.3, 0.25]
+    a, b, w = 2, 11, 0.1
+    flat_labels = labels.reshape(-1)
+    counts = np.bincount(flat_labels, minlength=25)
+
+    def fn(batch):
+        flat = batch[..., 0].reshape(len(batch), -1)
+        means = np.stack([np.bincount(flat_labels, weights=row, minlength=25) for row in flat]) / counts
+        s = 0.05 + means @ coef + w * np.minimum(means[:, a], means[:, b])
+        return np.stack([s, 1 - s], axis=1)
+
+    model = unveil.Model(fn, input_size=labels.shape, outputs="probabilities", batch_size=32)
+    img = np.ones((30, 30, 3), np.float32)
+    opts = dict(method="streak", target=0, seed=1, k=2, segmentation=labels, baseline="zero", progress=False)
+    plain = unveil.explain(model, img, **opts)
+    ends = unveil.explain(model, img, fill="ends", **opts)
+    sel = ends.extras["selected"]
+    assert sorted(sel) == [7, 18] and sel == plain.extras["selected"]
+    assert ends.n_evals == plain.n_evals + 25  # one leave-one-out input per segment
+    drops = coef.copy()
+    drops[[a, b]] += w
+    np.testing.assert_allclose(ends.extras["leave_one_out"], drops, atol=1e-6)
+    np.testing.assert_allclose(ends.extras["singleton_gains"], coef, atol=1e-6)
+    np.testing.assert_allclose(ends.weights[sel], coef[sel], atol=1e-6)
+    rest = np.setdiff1d(np.arange(25), sel)
+    score = (rankdata(coef) + rankdata(drops))[rest]
+    np.testing.assert_allclose(ends.weights[rest], 0.5 * coef[sel].min() * score / score.max(), atol=1e-6)
+    assert ends.weights[rest].max() < ends.weights[sel].min()
+    # b (rank 9 alone, last when left out) moves above segments that beat it alone
+    assert ends.weights[b] > ends.weights[b + 2]
+    np.testing.assert_allclose(ends.map, ends.weights[labels], atol=1e-7)
+    # the budget covers the leave-one-out batch: it is reserved before the stream
+    capped = unveil.explain(model, img, fill="ends", budget=40, **opts)
+    assert capped.n_evals <= 40 and capped.extras["stopped"]
+    assert len(capped.extras["leave_one_out"]) == 25
+    with pytest.raises(ValueError, match="fill='ends' reserves"):
+        unveil.explain(model, img, fill="ends", budget=26, **opts)

@@ -5,7 +5,9 @@ are kept (the rest set to the baseline) minus its probability when nothing is ke
 random order and :func:`unveil.streak.streak` keeps at most ``k`` of them; every arriving segment costs one
 batched forward pass (one input per distinct set the live thresholds need), through the shared Perturber.
 The map puts each selected segment's marginal gain on its pixels; ``fill="singletons"`` also ranks the other
-segments, below every selected one, by the singleton gains STREAK evaluated on the way (no extra evaluation).
+segments, below every selected one, by the singleton gains STREAK evaluated on the way (no extra evaluation);
+``fill="ends"`` ranks them by their gains at both ends of the lattice, alone and last (one more batch of one
+input per segment).
 
 ``method="lime", selection="streak"`` ("STREAK LIME"): after LIME's samples, STREAK chooses ``n_select``
 segments maximizing the weighted ridge fit's R² (registered into :data:`unveil.methods.lime.SELECTIONS` when
@@ -28,8 +30,9 @@ __all__ = ["streak", "ridge_r2_oracle", "select_streak"]
 #: inputs per superpixel): about 100 here, a tenth of LIME's 1000 samples.
 N_FEATURES = 50
 
-#: What ``fill`` may be: segments outside the selected set get 0, or their (scaled) singleton gains.
-FILLS = ("none", "singletons")
+#: What ``fill`` may be: segments outside the selected set get 0, their (scaled) singleton gains, or a rank
+#: score from their singleton and leave-one-out gains.
+FILLS = ("none", "singletons", "ends")
 
 
 def _fill_singletons(weights: np.ndarray, selected: list[int], singles: np.ndarray) -> np.ndarray:
@@ -46,6 +49,26 @@ def _fill_singletons(weights: np.ndarray, selected: list[int], singles: np.ndarr
         if top > limit:
             vals = vals * (limit / top)
     out[rest] = vals
+    return out
+
+
+def _fill_ends(weights: np.ndarray, selected: list[int], singles: np.ndarray, drops: np.ndarray) -> np.ndarray:
+    """``weights`` with every unselected segment u scored by rank(singleton gain of u) + rank(leave-one-out drop
+    of u), both ranks among all segments (1..n, ties averaged; a segment a budget kept unseen ranks lowest on
+    the singleton side), mapped linearly onto (0, half the smallest selected gain]: an order, not a gain.
+    Ranks, not values, because the two ends are on different scales (a segment alone moves the score little;
+    taking one out of the whole image can move it a lot)."""
+    from scipy.stats import rankdata
+
+    out = weights.copy()
+    rest = np.ones(len(out), dtype=bool)
+    rest[selected] = False
+    if not rest.any():
+        return out
+    s = np.where(np.isnan(singles), -np.inf, singles.astype(np.float64))
+    score = (rankdata(s) + rankdata(drops.astype(np.float64)))[rest]
+    top = 0.5 * float(np.min(out[selected])) if selected else 1.0
+    out[rest] = top * score / score.max()
     return out
 
 
@@ -70,10 +93,13 @@ def streak(
     few instances, few evaluations; smaller is finer and costlier). ``budget`` stops the stream early.
     ``lookahead``: segments whose queries share one forward batch (1: one batch per segment; more: fewer,
     fuller batches, the same selection, a few more evaluations; see :func:`unveil.streak.streak`).
-    ``fill``: what the segments outside the selected set get: ``"none"`` (0, the default) or ``"singletons"``
+    ``fill``: what the segments outside the selected set get: ``"none"`` (0, the default), ``"singletons"``
     (their singleton gains f({u}) - f(empty), scaled by one positive factor when needed so that all of them stay
     below the smallest selected gain; order and signs kept; 0 for segments a budget kept unseen), which makes
-    the map a full ranking for deletion/insertion at no extra evaluation."""
+    the map a full ranking for deletion/insertion at no extra evaluation, or ``"ends"``: ranked by their
+    singleton gains and their leave-one-out drops f(all) - f(all but u) together (see :func:`_fill_ends`; the
+    values are an order in (0, half the smallest selected gain], the drops go to ``extras["leave_one_out"]``),
+    at the cost of one more evaluation per segment, reserved from ``budget`` before the stream starts."""
     if fill not in FILLS:
         raise ValueError(f"fill: expected one of {', '.join(map(repr, FILLS))}, got {fill!r}")
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -85,8 +111,10 @@ def streak(
     labels = ctx.segment(segmentation, n_features, **(segmentation_options or {}))
     n_seg = int(labels.max()) + 1
     remaining = ctx.remaining()
-    if remaining is not None and remaining < 2:
-        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for STREAK (it needs at least 3)")
+    reserve = n_seg if fill == "ends" else 0
+    if remaining is not None and remaining - reserve < 2:
+        need = f" after the {reserve} that fill='ends' reserves" if reserve else ""
+        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for STREAK (it needs at least 3{need})")
     perturber = ctx.perturber(ctx.baseline(baseline, labels), labels, desc="streak")
     target = ctx.target
 
@@ -97,15 +125,21 @@ def streak(
         return perturber.score_features(masks)[:, target].astype(np.float64)
 
     order = ctx.rng.permutation(n_seg).tolist()
-    res = run_streak(f, order, int(k), float(eps), budget=remaining, lookahead=lookahead)
+    res = run_streak(f, order, int(k), float(eps), budget=None if remaining is None else remaining - reserve,
+                     lookahead=lookahead)
     selected = [int(u) for u in res.selected]
     weights = np.zeros(n_seg, dtype=np.float64)
     weights[selected] = res.gains
     singles = np.full(n_seg, np.nan, dtype=np.float32)  # nan: not reached before a budget stopped the stream
     for u, g in res.singletons:
         singles[int(u)] = g
+    drops = None
     if fill == "singletons":
         weights = _fill_singletons(weights, selected, singles)
+    elif fill == "ends":
+        without = perturber.score_features(1.0 - np.eye(n_seg, dtype=np.float32))[:, target].astype(np.float64)
+        drops = float(ctx.probs[target]) - without
+        weights = _fill_ends(weights, selected, singles, drops)
     extras = {
         "selected": selected,
         "gains": [float(g) for g in res.gains],
@@ -120,6 +154,8 @@ def streak(
         "threshold": res.threshold,
         "singleton_gains": singles,
     }
+    if drops is not None:
+        extras["leave_one_out"] = drops.astype(np.float32)
     return MethodResult(segments=labels, weights=weights, extras=extras)
 
 
