@@ -60,6 +60,9 @@ def main(argv=None) -> None:
     ap.add_argument("--k", type=int, default=5, help="STREAK's k (default 5)")
     ap.add_argument("--eps", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline", default="segment_mean",
+                    help="what hidden segments become, for both methods (default segment_mean, lime's; 'blur' is "
+                         "where the insertion curve starts)")
     ap.add_argument("--with-lime-streak", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default torch's); 1 is steadier on a busy machine, where small "
@@ -83,7 +86,7 @@ def main(argv=None) -> None:
     # ONNX Runtime, the export (both happen on the first call that passes more than one input)
     model.resolve_batch_size()
     model.probabilities(torch.rand(2, 3, *model.input_size), batch_size=2)
-    seg = dict(segmentation="slic", n_features=N_FEATURES, baseline="segment_mean")
+    seg = dict(segmentation="slic", n_features=N_FEATURES, baseline=args.baseline)
     runs = {
         "streak": dict(method="streak", k=args.k, eps=args.eps, fill="singletons", **seg),
         "lime": dict(method="lime", n_samples=args.samples, **seg),
