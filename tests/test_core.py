@@ -343,6 +343,40 @@ def test_one_input_methods_do_not_calibrate_the_batch_size(image):
     assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings
 
 
+
+def test_small_perturbation_requests_do_not_calibrate_the_batch_size(image):
+    """STREAK asks a few inputs at a time: with an unmeasured "auto" batch size they go in one pass each and
+    the model stays unmeasured; the selection equals that under a fixed batch size. A large request measures."""
+    from conftest import TinyNet
+    from unveil.perturb import SMALL_REQUEST
+
+    net = TinyNet()
+    auto = unveil.Model(net, input_size=(32, 32), batch_size="auto")
+    fixed = unveil.Model(net, input_size=(32, 32), batch_size=1)
+    opts = dict(method="streak", seed=0, n_features=20, progress=False)
+    exp = unveil.explain(auto, image, **opts)
+    ref = unveil.explain(fixed, image, **opts)
+    assert auto.batch_size == "auto" and not hasattr(auto, "batch_timings")
+    assert exp.extras["selected"] == ref.extras["selected"] and exp.n_evals == ref.n_evals
+    np.testing.assert_allclose(exp.weights, ref.weights, atol=1e-6)
+
+    _, x = auto.prepare(image)
+    labels = grid(32, 32, 16)
+    perturber = Perturber(auto, x, make_baseline(x, "zero"), labels)
+    rng = np.random.default_rng(0)
+    small = (rng.random((SMALL_REQUEST, 16)) < 0.5).astype(np.float32)
+    perturber.score_features(small)
+    assert not auto.batch_size_known
+    perturber.score_features((rng.random((SMALL_REQUEST + 1, 16)) < 0.5).astype(np.float32))
+    assert auto.batch_size_known and auto.batch_size in auto.batch_timings
+    # a model with an int batch size splits even small requests at that size
+    calls = []
+    one = unveil.Model(lambda b: calls.append(len(b)) or np.full((len(b), 3), 1 / 3), input_size=(32, 32),
+                       outputs="probabilities", batch_size=2)
+    Perturber(one, x, make_baseline(x, "zero"), labels).score_features(small)
+    assert calls == [2] * (SMALL_REQUEST // 2)
+
+
 @pytest.mark.slow
 def test_folded_padding_gives_exactly_the_same_logits():
     import skimage.data

@@ -82,6 +82,12 @@ def make_baseline(
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(x.device, x.dtype)
 
 
+#: A request of at most this many new inputs goes to the model in one pass, without measuring a ``"auto"`` batch
+#: size that has not been measured yet: STREAK asks a few inputs per arriving segment (at most one per live
+#: threshold), and measuring would take several times its whole run. A request of more inputs measures it.
+SMALL_REQUEST = 8
+
+
 class Perturber:
     """Scores perturbed copies of one model input ``x`` (C x H x W, in [0, 1], on the model's device).
 
@@ -111,13 +117,28 @@ class Perturber:
         if labels is not None:
             self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=x.device)
             self.n_features = int(self.labels.max()) + 1
-        self.batch_size = batch_size or model.resolve_batch_size(x.unsqueeze(0))
+        self._batch_size = batch_size  # None: the model's, measured (if "auto") when first needed
         self.progress = progress
         self.desc = desc
         self._cache: dict[bytes, np.ndarray] = {}
         if unperturbed is not None and self.n_features is not None:
             self._cache[self._key(np.ones(self.n_features, dtype=np.float32))] = np.asarray(unperturbed, np.float32)
         self.n_evals = 0
+
+    @property
+    def batch_size(self) -> int:
+        """The most inputs in one forward pass: the one given, else the model's (measured on first use if the
+        model's is ``"auto"``)."""
+        if self._batch_size is None:
+            self._batch_size = int(self.model.resolve_batch_size(self.x.unsqueeze(0)))
+        return self._batch_size
+
+    def _step(self, n: int) -> int:
+        """Inputs per pass for a request of ``n``: all of them when ``n`` <= :data:`SMALL_REQUEST` and the batch
+        size would still have to be measured, else :attr:`batch_size`."""
+        if self._batch_size is None and n <= SMALL_REQUEST and not self.model.batch_size_known:
+            return max(1, n)
+        return self.batch_size
 
     # ----------------------------------------------------------------- composition
     def compose(self, pixel_masks: torch.Tensor) -> torch.Tensor:
@@ -134,7 +155,7 @@ class Perturber:
         return masks.to(self.x.device, self.x.dtype)[:, self.labels]
 
     def _evaluate(self, pixel_masks: torch.Tensor) -> np.ndarray:
-        probs = self.model.probabilities(self.compose(pixel_masks), batch_size=self.batch_size)
+        probs = self.model.probabilities(self.compose(pixel_masks), batch_size=self._step(pixel_masks.shape[0]))
         self.n_evals += pixel_masks.shape[0]
         return probs.numpy()
 
@@ -162,9 +183,10 @@ class Perturber:
                 todo[k] = i
         if todo:
             idx = np.fromiter(todo.values(), dtype=np.int64, count=len(todo))
+            step = self._step(len(idx))
             with self._bar(len(idx)) as bar:
-                for s in range(0, len(idx), self.batch_size):
-                    chunk = idx[s : s + self.batch_size]
+                for s in range(0, len(idx), step):
+                    chunk = idx[s : s + step]
                     m = torch.from_numpy(masks[chunk])
                     probs = self._evaluate(self.feature_to_pixel(m))
                     for j, p in zip(chunk, probs):
@@ -180,7 +202,8 @@ class Perturber:
         """
         with self._bar(total) as bar:
             for chunk in chunks:
-                for s in range(0, chunk.shape[0], self.batch_size):
-                    part = chunk[s : s + self.batch_size]
+                step = self._step(chunk.shape[0])
+                for s in range(0, chunk.shape[0], step):
+                    part = chunk[s : s + step]
                     yield self._evaluate(part)
                     bar.update(part.shape[0])

@@ -119,7 +119,7 @@ class Context:
             self.x,
             baseline,
             labels,
-            batch_size=self.batch_size,
+            batch_size=self.batch,  # None: the model's, measured only when a request is not small
             progress=self.progress,
             desc=desc or "evaluating",
             unperturbed=self.probs,

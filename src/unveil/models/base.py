@@ -406,6 +406,11 @@ class Model:
         self._batch_request = _check_batch_size(value)
         self._batch_resolved = None if value == "auto" else int(value)
 
+    @property
+    def batch_size_known(self) -> bool:
+        """Whether :meth:`resolve_batch_size` returns without measuring (an int batch size, or "auto" measured)."""
+        return self._batch_resolved is not None
+
     def resolve_batch_size(self, sample: torch.Tensor | None = None) -> int:
         """The batch size in force; ``"auto"`` is measured once, on the first call, on ``sample``'s shape."""
         if self._batch_resolved is None:
