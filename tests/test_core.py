@@ -344,6 +344,45 @@ def test_one_input_methods_do_not_calibrate_the_batch_size(image):
 
 
 
+def test_auto_batch_size_is_measured_on_a_large_request_itself(monkeypatch, image):
+    """LIME's 400 masks (fewer distinct ones) hold a whole calibration sweep: the sizes are timed on the request's own passes (the
+    fake clock of the test above: batch 1 wins, 32 never tried), every pass is a counted evaluation of the
+    explanation, nothing is spent besides, and the result equals that of a fixed batch size."""
+    import unveil.models.base as base
+    from unveil.models.base import sweep_images
+
+    clock = [0.0]
+    monkeypatch.setattr(base, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    sizes = []
+    w = np.random.default_rng(0).normal(size=16)
+
+    def fn(batch):
+        n = batch.shape[0]
+        clock[0] += n + n * n / 32
+        sizes.append(n)
+        cells = batch[..., 0].reshape(n, 4, 8, 4, 8).mean(axis=(2, 4)).reshape(n, 16)
+        p = 1 / (1 + np.exp(-(cells @ w)))
+        return np.stack([p, 1 - p], axis=1)
+
+    opts = dict(method="lime", n_samples=400, segmentation="grid", n_features=16, target=0, seed=0,
+                progress=False)
+    assert sweep_images() <= 400
+    auto = unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size="auto")
+    exp = unveil.explain(auto, image, **opts)
+    assert auto.batch_size == 1 and list(auto.batch_timings) == [1, 4, 8, 16]
+    assert auto.batch_timings[16] == pytest.approx(2 / 3)
+    n_auto = sum(sizes)
+    assert exp.n_evals == n_auto  # every pass of the sweep is one of the explanation's evaluations
+    # the sweep's passes: for each size a warm-up and 32 timed images (at least two passes), then batch 1
+    sweep = [1] * 33 + [4] * 9 + [8] * 5 + [16] * 3
+    assert sizes[1 : 1 + len(sweep)] == sweep and set(sizes[1 + len(sweep):]) == {1}
+    sizes.clear()
+    fixed = unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size=7)
+    ref = unveil.explain(fixed, image, **opts)
+    np.testing.assert_allclose(exp.weights, ref.weights, atol=1e-6)
+    assert ref.n_evals == n_auto == sum(sizes) > 253  # the same evaluations (distinct masks) as without a sweep
+
+
 def test_small_perturbation_requests_do_not_calibrate_the_batch_size(image):
     """STREAK asks a few inputs at a time: with an unmeasured "auto" batch size they go in one pass each and
     the model stays unmeasured; the selection equals that under a fixed batch size. A large request measures."""

@@ -12,6 +12,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from .models.base import sweep_images
+
 from .images import load_image, resize
 
 __all__ = ["BASELINES", "make_baseline", "gaussian_blur", "Perturber"]
@@ -154,8 +156,9 @@ class Perturber:
             raise ValueError("this Perturber has no segmentation: pass pixel masks")
         return masks.to(self.x.device, self.x.dtype)[:, self.labels]
 
-    def _evaluate(self, pixel_masks: torch.Tensor) -> np.ndarray:
-        probs = self.model.probabilities(self.compose(pixel_masks), batch_size=self._step(pixel_masks.shape[0]))
+    def _evaluate(self, pixel_masks: torch.Tensor, per_pass: int | None = None) -> np.ndarray:
+        per_pass = per_pass or self._step(pixel_masks.shape[0])
+        probs = self.model.probabilities(self.compose(pixel_masks), batch_size=per_pass)
         self.n_evals += pixel_masks.shape[0]
         return probs.numpy()
 
@@ -183,15 +186,24 @@ class Perturber:
                 todo[k] = i
         if todo:
             idx = np.fromiter(todo.values(), dtype=np.int64, count=len(todo))
-            step = self._step(len(idx))
+            done = 0
             with self._bar(len(idx)) as bar:
-                for s in range(0, len(idx), step):
-                    chunk = idx[s : s + step]
-                    m = torch.from_numpy(masks[chunk])
-                    probs = self._evaluate(self.feature_to_pixel(m))
+
+                def run(n: int) -> None:  # score the next n new masks in one pass
+                    nonlocal done
+                    chunk = idx[done : done + n]
+                    probs = self._evaluate(self.feature_to_pixel(torch.from_numpy(masks[chunk])), len(chunk))
                     for j, p in zip(chunk, probs):
                         self._cache[keys[j]] = p
+                    done += len(chunk)
                     bar.update(len(chunk))
+
+                if self._batch_size is None and not self.model.batch_size_known and len(idx) >= sweep_images():
+                    # an unmeasured "auto" batch size is measured on this request's own passes, not on extra ones
+                    self._batch_size = int(self.model.measure_batch_size_on(run))
+                step = self._step(len(idx) - done)
+                while done < len(idx):
+                    run(step)
         return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
 
     def score_pixel_masks(self, chunks: Iterable[torch.Tensor], total: int | None = None) -> Iterator[np.ndarray]:

@@ -18,7 +18,7 @@ import torch
 
 from ..images import check_alpha, load_image, resize
 
-__all__ = ["Model", "as_model", "BATCH_CANDIDATES"]
+__all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images"]
 
 #: batch sizes tried by ``batch_size="auto"`` (the fastest per image is kept).
 BATCH_CANDIDATES = (1, 4, 8, 16, 32)
@@ -411,6 +411,15 @@ class Model:
         """Whether :meth:`resolve_batch_size` returns without measuring (an int batch size, or "auto" measured)."""
         return self._batch_resolved is not None
 
+    def measure_batch_size_on(self, run) -> int:
+        """Measure an ``"auto"`` batch size on real work instead of synthetic passes: ``run(bs)`` evaluates the
+        next ``bs`` inputs of a request holding at least :func:`sweep_images` of them (each pass is a real,
+        counted evaluation). Same sizes, order, timing and stopping rule as :meth:`resolve_batch_size`; the
+        fastest size is kept for the model, with ``batch_timings``."""
+        self._ort_session(create=True)  # measure what will run
+        self._batch_resolved, self.batch_timings = _sweep(run, BATCH_CANDIDATES)
+        return self._batch_resolved
+
     def resolve_batch_size(self, sample: torch.Tensor | None = None) -> int:
         """The batch size in force; ``"auto"`` is measured once, on the first call, on ``sample``'s shape."""
         if self._batch_resolved is None:
@@ -434,6 +443,34 @@ def _check_batch_size(value) -> int | str:
 SLOWER_STOP = 0.7
 
 
+#: Images timed at each candidate batch size (at least two passes; the best pass counts), after a warm-up pass.
+CALIBRATION_IMAGES = 32
+
+
+def _sweep(run, candidates: Iterable[int]) -> tuple[int, dict[int, float]]:
+    """Call ``run(bs)`` (one pass of ``bs`` inputs) at each candidate size, smallest first: a warm-up pass, then
+    at least :data:`CALIBRATION_IMAGES` timed images; stop after a size below ``SLOWER_STOP`` x the best so far.
+    Returns (fastest size, {size: img/s of its best pass})."""
+    timings: dict[int, float] = {}
+    for bs in candidates:
+        run(bs)  # warm-up: allocator and kernels
+        best = float("inf")
+        for _ in range(max(2, CALIBRATION_IMAGES // bs)):
+            t0 = time.perf_counter()
+            run(bs)
+            best = min(best, time.perf_counter() - t0)
+        timings[bs] = bs / max(best, 1e-9)
+        if timings[bs] < SLOWER_STOP * max(timings.values()):
+            break
+    return max(timings, key=timings.get), timings
+
+
+def sweep_images(candidates: Iterable[int] = BATCH_CANDIDATES) -> int:
+    """Inputs a whole calibration sweep passes (warm-up and timed passes at every candidate size): a request of
+    at least this many can be measured on its own inputs (:meth:`Model.measure_batch_size_on`)."""
+    return sum(bs * (1 + max(2, CALIBRATION_IMAGES // bs)) for bs in candidates)
+
+
 def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[int] = BATCH_CANDIDATES):
     """Time forward passes at each candidate size, smallest first (after a warm-up), and return
     (fastest, {size: img/s}) over the sizes tried.
@@ -442,30 +479,19 @@ def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[
     decide the choice. Sizes above one that ran below ``SLOWER_STOP`` x the best so far are not tried: under
     glibc's default allocator large batches are the slowest and the costliest to time (a quarter of the
     throughput here), and calibration is paid by every process."""
-    timings: dict[int, float] = {}
     model._ort_session(create=True)  # calibrate what will run
     base = sample[:1]
+    batches: dict[int, torch.Tensor] = {}
     n_before = model.n_evals
     saved = getattr(model._local, "counters", None)
     model._local.counters = []  # calibration passes are not evaluations of any explanation
     try:
-        for bs in candidates:
-            batch = base.expand(bs, *base.shape[1:]).clone()
-            model._call_batch(batch)  # warm-up: allocator and kernels
-            best = float("inf")
-            for _ in range(max(2, 32 // bs)):  # at least 32 timed images per size; the best pass counts
-                t0 = time.perf_counter()
-                model._call_batch(batch)
-                best = min(best, time.perf_counter() - t0)
-            timings[bs] = bs / max(best, 1e-9)
-            if timings[bs] < SLOWER_STOP * max(timings.values()):
-                break
+        return _sweep(lambda bs: model._call_batch(batches.setdefault(bs, base.expand(bs, *base.shape[1:]).clone())),
+                      candidates)
     finally:
         model._local.counters = saved if saved is not None else []
         with model._lock:
             model.n_evals = n_before
-    best = max(timings, key=timings.get)
-    return best, timings
 
 
 def as_model(model) -> Model:
