@@ -331,7 +331,7 @@ def test_auto_batch_size_stops_at_a_size_much_slower_than_the_best(monkeypatch):
     assert model.n_evals == 0
 
 
-def test_one_input_methods_do_not_calibrate_the_batch_size(image):
+def test_gradient_methods_do_not_calibrate_the_batch_size(image):
     from conftest import TinyNet
 
     model = unveil.Model(TinyNet(), input_size=(32, 32), batch_size="auto")
@@ -339,7 +339,21 @@ def test_one_input_methods_do_not_calibrate_the_batch_size(image):
         exp = unveil.explain(model, image, method=method, progress=False)
         assert exp.n_evals >= 1
     assert model.batch_size == "auto" and not hasattr(model, "batch_timings")
-    unveil.explain(model, image, method="integrated_gradients", n_steps=8, progress=False)  # many passes
+    # many gradient passes: chunks of GRADIENT_BATCH, still no measurement of inference passes
+    from unveil.methods.registry import GRADIENT_BATCH
+
+    sizes = []
+    handle = model.fn.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[0]))
+    try:
+        ig = unveil.explain(model, image, method="integrated_gradients", n_steps=40, progress=False)
+        unveil.explain(model, image, method="smoothgrad", n_samples=20, progress=False)
+    finally:
+        handle.remove()
+    assert max(sizes) == GRADIENT_BATCH == 8 and sizes.count(8) == 5 + 2  # IG: 5 x 8; smoothgrad: 8 + 8 + 4
+    assert model.batch_size == "auto" and not hasattr(model, "batch_timings")
+    ref = unveil.explain(model, image, method="integrated_gradients", n_steps=40, batch_size=7, progress=False)
+    np.testing.assert_allclose(ig.map, ref.map, atol=1e-5)
+    unveil.explain(model, image, method="occlusion", window=8, progress=False)  # many inference passes
     assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings
 
 

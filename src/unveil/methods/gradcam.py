@@ -86,7 +86,7 @@ def build_gradcam(ctx: Context, *, layer: str | None = None, output: str = "logi
 
     def attribute(xs):
         m, raw, used = gradcam_maps(ctx.model, xs, ctx.target, layer=layer, output=output,
-                                    batch_size=ctx.batch_for(len(xs)))
+                                    batch_size=ctx.gradient_batch_for(len(xs)))
         extras["layer"] = used
         extras["raw_map"] = raw[0, 0].cpu().numpy()
         return m

@@ -16,7 +16,8 @@ Conventions shared by the gradient family:
 - Attributions keep their sign. C x H x W attributions become H x W maps by **summing over channels**
   (saliency: the maximum of |gradient| over channels, its definition); the per-channel attribution is kept
   in ``extras["attribution"]``.
-- Every forward pass goes through ``Model.forward`` (counted), in chunks of at most ``ctx.batch_size``.
+- Every forward pass goes through ``Model.forward`` (counted), in chunks of at most
+  ``ctx.gradient_batch_size``.
 """
 
 from __future__ import annotations
@@ -266,7 +267,8 @@ def build_saliency(ctx: Context, *, output: str = "logit") -> Attributor:
     _require_torch(ctx.model)
 
     def attribute(xs):
-        return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.batch_for(len(xs))).abs()
+        bs = ctx.gradient_batch_for(len(xs))
+        return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=bs).abs()
 
     return Attributor(attribute, reduce=max_abs_channels)
 
@@ -276,7 +278,8 @@ def build_grad_input(ctx: Context, *, output: str = "logit") -> Attributor:
     _require_torch(ctx.model)
 
     def attribute(xs):
-        return xs * input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.batch_for(len(xs)))
+        bs = ctx.gradient_batch_for(len(xs))
+        return xs * input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=bs)
 
     return Attributor(attribute)
 
@@ -291,7 +294,7 @@ def build_integrated_gradients(
 
     def attribute(xs):
         return integrated_gradient_sums(ctx.model, xs, base, ctx.target, n_steps=n_steps, method=integration,
-                                        output=output, batch_size=ctx.batch_size)
+                                        output=output, batch_size=ctx.gradient_batch_size)
 
     return Attributor(attribute, baseline=base)
 
@@ -384,7 +387,7 @@ def smoothgrad(
     x = ctx.x
     sigma = float(noise) * float(x.max() - x.min())
     total = None
-    chunk = max(1, ctx.batch_size)
+    chunk = max(1, ctx.gradient_batch_size)
     for s in range(0, n, chunk):
         # one draw per sample, so the noise does not depend on the batch size
         eps = torch.stack([torch.randn(x.shape, generator=ctx.generator) for _ in range(min(chunk, n - s))])

@@ -455,7 +455,7 @@ def _build(ctx: Context, name: str, rules: list, baseline, output: str, extra_ru
 
     def attribute(xs):
         g, scores = modified_gradients(ctx.model, xs, ctx.target, pairs, baseline=base, output=output,
-                                       batch_size=ctx.batch_for(len(xs)), method_name=name)
+                                       batch_size=ctx.gradient_batch_for(len(xs)), method_name=name)
         info.update(scores)
         return (xs - base.unsqueeze(0)) * g
 
