@@ -395,6 +395,14 @@ def test_auto_batch_size_is_measured_on_a_large_request_itself(monkeypatch, imag
     ref = unveil.explain(fixed, image, **opts)
     np.testing.assert_allclose(exp.weights, ref.weights, atol=1e-6)
     assert ref.n_evals == n_auto == sum(sizes) > 253  # the same evaluations (distinct masks) as without a sweep
+    # RISE's masks are made pass by pass: the sweep runs on them too
+    sizes.clear()
+    auto = unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size="auto")
+    rise = unveil.explain(auto, image, method="rise", n_masks=300, s=4, target=0, seed=0, progress=False)
+    assert rise.n_evals == 301 == sum(sizes) and sizes[1 : 1 + len(sweep)] == sweep
+    assert auto.batch_size == 1 and list(auto.batch_timings) == [1, 4, 8, 16]
+    ref = unveil.explain(fixed, image, method="rise", n_masks=300, s=4, target=0, seed=0, progress=False)
+    np.testing.assert_allclose(rise.map, ref.map, atol=1e-6)
 
 
 def test_small_perturbation_requests_do_not_calibrate_the_batch_size(image):

@@ -7,7 +7,7 @@ map), evaluates chunk by chunk (never all perturbed images at once) and remember
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -186,25 +186,51 @@ class Perturber:
                 todo[k] = i
         if todo:
             idx = np.fromiter(todo.values(), dtype=np.int64, count=len(todo))
-            done = 0
             with self._bar(len(idx)) as bar:
 
-                def run(n: int) -> None:  # score the next n new masks in one pass
-                    nonlocal done
-                    chunk = idx[done : done + n]
+                def run(start: int, stop: int) -> None:  # the new masks start..stop-1, in one pass
+                    chunk = idx[start:stop]
                     probs = self._evaluate(self.feature_to_pixel(torch.from_numpy(masks[chunk])), len(chunk))
                     for j, p in zip(chunk, probs):
                         self._cache[keys[j]] = p
-                    done += len(chunk)
                     bar.update(len(chunk))
 
-                if self._batch_size is None and not self.model.batch_size_known and len(idx) >= sweep_images():
-                    # an unmeasured "auto" batch size is measured on this request's own passes, not on extra ones
-                    self._batch_size = int(self.model.measure_batch_size_on(run))
-                step = self._step(len(idx) - done)
-                while done < len(idx):
-                    run(step)
+                self._drive(len(idx), run)
         return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+    def _drive(self, total: int, run: Callable[[int, int], None]) -> None:
+        """Call ``run(start, stop)`` (inputs start..stop-1 in one pass) over a request of ``total`` inputs. An
+        unmeasured ``"auto"`` batch size is measured on the request's own first passes when it holds a whole
+        sweep (:func:`~unveil.models.base.sweep_images`); then passes of the batch size (all at once for a
+        small request, see :meth:`_step`)."""
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            stop = min(total, done + n)
+            run(done, stop)
+            done = stop
+
+        if self._batch_size is None and not self.model.batch_size_known and total >= sweep_images():
+            self._batch_size = int(self.model.measure_batch_size_on(advance))
+        step = self._step(total - done)
+        while done < total:
+            advance(step)
+
+    def score_masks(self, make: Callable[[int, int], torch.Tensor], total: int,
+                    consume: Callable[[torch.Tensor, np.ndarray], None]) -> None:
+        """Score ``total`` pixel masks made on demand, one pass at a time: ``make(start, stop)`` returns masks
+        start..stop-1 (n x H x W, or n x 1|C x H x W) and ``consume(masks, probabilities)`` receives them with
+        their n x classes probabilities. At most one pass of masks and perturbed images exists at a time; the
+        batch size is measured on these passes as in :meth:`score_features`."""
+        with self._bar(total) as bar:
+
+            def run(start: int, stop: int) -> None:
+                masks = make(start, stop)
+                consume(masks, self._evaluate(masks, stop - start))
+                bar.update(stop - start)
+
+            self._drive(int(total), run)
 
     def score_pixel_masks(self, chunks: Iterable[torch.Tensor], total: int | None = None) -> Iterator[np.ndarray]:
         """Score an iterable of mask chunks (each n x H x W); yields n x classes probabilities per chunk.

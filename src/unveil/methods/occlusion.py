@@ -73,10 +73,11 @@ def occlusion(
     ys, xs = window_starts(h, window, stride), window_starts(w, window, stride)
     n = len(ys) * len(xs)
     perturber = ctx.perturber(ctx.baseline(baseline), desc="occlusion")
-    chunk = perturber.batch_size
     order = np.arange(n)
-    chunks = (window_masks(h, w, ys, xs, window, order[s : s + chunk]) for s in range(0, n, chunk))
-    scores = np.concatenate([p[:, ctx.target] for p in perturber.score_pixel_masks(chunks, total=n)])
+    parts: list[np.ndarray] = []
+    perturber.score_masks(lambda a, b: window_masks(h, w, ys, xs, window, order[a:b]), n,
+                          lambda masks, probs: parts.append(probs[:, ctx.target]))
+    scores = np.concatenate(parts)
     drop = (ctx.probs[ctx.target] - scores).astype(np.float64)
     total = np.zeros((h, w), dtype=np.float64)
     count = np.zeros((h, w), dtype=np.float64)

@@ -108,24 +108,17 @@ def rise(
         raise ValueError(f"budget: {ctx.budget} evaluations leave no room for RISE masks")
     grids, shifts = draw_grids(ctx.rng, n, int(s), float(p), (h, w))
     perturber = ctx.perturber(ctx.baseline(baseline), desc="rise")
-    step = perturber.batch_size
     device = ctx.x.device
-    pending: list[torch.Tensor] = []
-
-    def chunks():
-        for start in range(0, n, step):
-            masks = upsample_masks(grids[start : start + step], shifts[start : start + step], (h, w), device)
-            pending.append(masks)
-            yield masks
-
     total = np.zeros((h, w), dtype=np.float64)  # the running sum (float64 on the host: any device works)
-    for probs in perturber.score_pixel_masks(chunks(), total=n):
-        m = pending[0][: len(probs)]
-        pending[0] = pending[0][len(probs):]
-        if len(pending[0]) == 0:
-            pending.pop(0)
+
+    def make(start: int, stop: int) -> torch.Tensor:  # masks are made pass by pass, never all at once
+        return upsample_masks(grids[start:stop], shifts[start:stop], (h, w), device)
+
+    def consume(m: torch.Tensor, probs: np.ndarray) -> None:
         scores = torch.as_tensor(probs[:, ctx.target], dtype=m.dtype, device=device)
-        total += torch.tensordot(scores, m, dims=1).cpu().numpy()
+        total[...] += torch.tensordot(scores, m, dims=1).cpu().numpy()
+
+    perturber.score_masks(make, n, consume)
     heat = total / (n * float(p))
     extras = {"n_masks": n, "s": int(s), "p": float(p), "normalization": "sum_i f(x_i) M_i / (N p)"}
     return MethodResult(map=heat, interpolation="bilinear", extras=extras)
