@@ -220,3 +220,23 @@ def test_bilinear_enlarging_equals_scikit_images_resize(shape):
         ref = sk_resize(x, size, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
         assert ours.shape == ref.shape and ours.dtype == np.float32
         np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(850, 1280, 3), (300, 100, 3), (37, 41), (60, 50, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_antialiased_shrinking_equals_scikit_images_resize(shape, dtype):
+    """The sparse-matrix shrink against scikit-image's resize (Gaussian prefilter + bilinear), including an axis
+    that grows while the other shrinks, grayscale, 5 channels, float64; a flat image stays flat."""
+    from skimage.transform import resize as sk_resize
+
+    from unveil.images import resize
+
+    x = np.random.default_rng(2).random(shape).astype(dtype)
+    for size in [(224, 224), (8, 16), (shape[0] - 1, shape[1]), (shape[0] // 3, shape[1] + 7)]:
+        if size[0] >= shape[0] and size[1] >= shape[1]:
+            continue  # enlarging: the test above
+        ours = resize(x, size)
+        ref = sk_resize(x, size, order=1, mode="edge", anti_aliasing=True, preserve_range=True)
+        assert ours.shape == ref.shape and ours.dtype == dtype
+        np.testing.assert_allclose(ours, ref, atol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(resize(np.full(shape, 0.3, dtype), (20, 20)), 0.3, atol=1e-7)
