@@ -250,8 +250,8 @@ def resize(image: np.ndarray, size: tuple[int, int], order: int = 1) -> np.ndarr
     repeated), then interpolation of ``order``. ``order`` 1 (bilinear, what the library uses) on a float image
     runs faster with the same values to float precision: enlarging (maps back to a photo's resolution) on
     torch's ``interpolate`` (about 10x faster on a 224 -> 600 x 900 map), shrinking as two sparse matrix
-    products, prefilter and interpolation folded into one matrix per axis (:func:`_axis_matrix`; 85 -> 17-24 ms
-    for an 850 x 1280 photo to 224 x 224). Other orders and dtypes use scikit-image.
+    products, prefilter and interpolation folded into one matrix per axis (:func:`_axis_matrix`; 85 -> 5 ms for
+    an 850 x 1280 float32 photo to 224 x 224). Other orders and dtypes use scikit-image.
     """
     if tuple(image.shape[:2]) == tuple(size):
         return image
@@ -274,8 +274,8 @@ def resize(image: np.ndarray, size: tuple[int, int], order: int = 1) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=32)
-def _axis_matrix(n_in: int, n_out: int):
-    """n_out x n_in sparse matrix (CSR, float64) resizing one axis as scikit-image's anti-aliased bilinear
+def _axis_matrix(n_in: int, n_out: int, dtype: str = "float64"):
+    """n_out x n_in sparse matrix (CSR, of ``dtype``) resizing one axis as scikit-image's anti-aliased bilinear
     resize does: output i samples input coordinate (i + 0.5) n_in / n_out - 0.5 (clamped to the edges)
     linearly, after a Gaussian filter of sigma max(0, (n_in / n_out - 1) / 2) truncated at 4 sigma with the
     edge values repeated (scipy.ndimage's ``gaussian_filter``, mode 'nearest')."""
@@ -297,16 +297,18 @@ def _axis_matrix(n_in: int, n_out: int):
         rows = np.repeat(np.arange(n_in), 2 * radius + 1)
         cols = np.clip(rows + np.tile(x, n_in), 0, n_in - 1)
         m = m @ sparse.csr_matrix((np.tile(kernel, n_in), (rows, cols)), shape=(n_in, n_in))
-    return m.tocsr()
+    return m.tocsr().astype(dtype)
 
 
 def _resize_linear_antialiased(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Shrink a float H x W (x C) image with :func:`_axis_matrix` along each axis (float64 products)."""
+    """Shrink a float H x W (x C) image with :func:`_axis_matrix` along each axis, in the image's precision
+    (float32: within a few ulp of scikit-image's values, 3x faster than in float64)."""
     (h, w), (oh, ow) = image.shape[:2], size
     c = image.shape[2] if image.ndim == 3 else 1
-    rows = _axis_matrix(h, oh) @ image.reshape(h, w * c)  # oh x (w c)
+    dt = image.dtype.name
+    rows = _axis_matrix(h, oh, dt) @ image.reshape(h, w * c)  # oh x (w c)
     cols = rows.reshape(oh, w, c).transpose(1, 0, 2).reshape(w, oh * c)
-    out = (_axis_matrix(w, ow) @ cols).reshape(ow, oh, c).transpose(1, 0, 2)
+    out = (_axis_matrix(w, ow, dt) @ cols).reshape(ow, oh, c).transpose(1, 0, 2)
     return np.ascontiguousarray(out.reshape((oh, ow) + image.shape[2:]), dtype=image.dtype)
 
 
