@@ -12,9 +12,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .models.base import sweep_images
-
 from .images import load_image, resize
+from .models.base import sweep_images
 
 __all__ = ["BASELINES", "make_baseline", "gaussian_blur", "Perturber"]
 
