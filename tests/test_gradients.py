@@ -307,7 +307,7 @@ class FailsOnCall(ReluNet):
 
 
 @pytest.mark.parametrize("name,fail_at", [("deeplift", 2), ("deeplift", 3), ("elrp", 2), ("gradcam", 2),
-                                          ("integrated_gradients", 3), ("smoothgrad", 2), ("saliency", 2)])
+                                          ("integrated_gradients", 3), ("smoothgrad", 2), ("saliency", 1)])
 def test_nothing_left_after_an_exception(img, name, fail_at):
     net = FailsOnCall(fail_at)
     before = set(vars(net)) | {k for m in net.modules() for k in vars(m)}
@@ -431,3 +431,25 @@ def test_closed_form_local_gradients_equal_autograd(module):
     got = mr.local_gradient(module, z)
     assert got.dtype == z.dtype and got.shape == z.shape
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_saliency_and_grad_input_reuse_the_prediction_pass(img):
+    """One forward+backward pass in all (the prediction pass keeps its graph): n_evals 1, the same gradients
+    as a separate pass, the same score as the inference pass; a method that does not reuse it is unchanged."""
+    net = ReluNet()
+    model = wrap(net)
+    calls = []
+    handle = net.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
+    try:
+        sal = explain(model, img, "saliency")
+        gi = explain(model, img, "grad_input")
+    finally:
+        handle.remove()
+    assert sal.n_evals == gi.n_evals == 1 and calls == [True, True]
+    _, x = model.prepare(img)
+    g = input_gradients(model, x.unsqueeze(0), sal.target)[0]
+    np.testing.assert_allclose(sal.extras["attribution"], g.abs().numpy(), atol=1e-6)
+    np.testing.assert_allclose(gi.extras["attribution"], (x * g).numpy(), atol=1e-6)
+    assert sal.score == pytest.approx(float(model.probabilities(x)[0, sal.target]), abs=1e-6)
+    assert all(p.grad is None for p in net.parameters())
+    assert explain(model, img, "smoothgrad", n_samples=3).n_evals == 1 + 3

@@ -104,7 +104,18 @@ def explain(
     if bs == "auto":
         bs = None
     with model.counting() as counter:
-        probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()
+        prediction = None
+        if spec.reuses_prediction:  # the prediction pass keeps its graph: the method's gradient pass is this one
+            leaf = x.unsqueeze(0).detach().requires_grad_(True)
+            with torch.enable_grad():
+                raw = model.forward(leaf)
+            probs_t = model.to_probabilities(raw.detach()).float().cpu()
+            if not torch.isfinite(probs_t).all():
+                raise ValueError(f"model {model.name!r} returned NaN or infinite scores")
+            probs = probs_t[0].numpy()
+            prediction = (leaf, raw)
+        else:
+            probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()
         target_idx = int(np.argmax(probs)) if target is None else model.class_index(target, probs.shape[0])
         ctx = Context(
             model=model,
@@ -117,6 +128,7 @@ def explain(
             progress=progress,
             batch=None if bs is None else int(bs),
             counter=counter,
+            prediction=prediction,
         )
         torch_state = torch.random.get_rng_state()
         try:

@@ -262,13 +262,24 @@ def _baseline(ctx: Context, baseline) -> torch.Tensor:
     return make_baseline(ctx.x, baseline)
 
 
+def _input_gradients(ctx: Context, xs: torch.Tensor, output: str) -> torch.Tensor:
+    """:func:`input_gradients` of ``xs``; for the call's own input, the backward of its prediction pass when
+    the call kept it (:meth:`Context.take_prediction`), so no second forward."""
+    kept = ctx.take_prediction(xs)
+    if kept is not None:
+        leaf, raw = kept
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(target_scores(ctx.model, raw, ctx.target, output).sum(), leaf)
+        return g.detach()
+    return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.gradient_batch_for(len(xs)))
+
+
 def build_saliency(ctx: Context, *, output: str = "logit") -> Attributor:
     check_output(output)
     _require_torch(ctx.model)
 
     def attribute(xs):
-        bs = ctx.gradient_batch_for(len(xs))
-        return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=bs).abs()
+        return _input_gradients(ctx, xs, output).abs()
 
     return Attributor(attribute, reduce=max_abs_channels)
 
@@ -278,8 +289,7 @@ def build_grad_input(ctx: Context, *, output: str = "logit") -> Attributor:
     _require_torch(ctx.model)
 
     def attribute(xs):
-        bs = ctx.gradient_batch_for(len(xs))
-        return xs * input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=bs)
+        return xs * _input_gradients(ctx, xs, output)
 
     return Attributor(attribute)
 
@@ -309,6 +319,7 @@ register_attributor("integrated_gradients", build_integrated_gradients)
     "saliency",
     family="gradient",
     needs_gradients=True,
+    reuses_prediction=True,
     description="Saliency (Simonyan et al. 2014): max over channels of |d score / d input|",
 )
 def saliency(ctx: Context, *, output: str = "logit") -> MethodResult:
@@ -320,6 +331,7 @@ def saliency(ctx: Context, *, output: str = "logit") -> MethodResult:
     "grad_input",
     family="gradient",
     needs_gradients=True,
+    reuses_prediction=True,
     description="Gradient x input (Shrikumar et al. 2016), summed over channels",
 )
 def grad_input(ctx: Context, *, output: str = "logit") -> MethodResult:

@@ -29,6 +29,9 @@ class MethodSpec:
     family: str
     description: str
     needs_gradients: bool
+    #: the call's prediction pass runs with gradients and its graph is handed to the method (one pass fewer
+    #: for methods whose single gradient pass is at the input itself: saliency, gradient x input)
+    reuses_prediction: bool = False
 
     @property
     def options(self) -> dict:
@@ -82,6 +85,7 @@ class Context:
     progress: bool
     batch: int | None  # this call's batch size; None: the model's, measured on first use if it is "auto"
     counter: list  # evaluations made so far in this call (shared with the model's counting())
+    prediction: tuple | None = None  # (input leaf 1 x C x h x w, raw outputs) of a prediction pass with gradients
     rng: np.random.Generator = field(init=False)
     generator: torch.Generator = field(init=False)
 
@@ -112,6 +116,15 @@ class Context:
     def gradient_batch_for(self, n: int) -> int:
         """Gradient-pass batch size for ``n`` inputs: 1 for a single input, else :attr:`gradient_batch_size`."""
         return 1 if n <= 1 else self.gradient_batch_size
+
+    def take_prediction(self, xs: torch.Tensor) -> tuple | None:
+        """(leaf, raw outputs) of this call's prediction pass, kept with its graph for a method registered with
+        ``reuses_prediction``, when ``xs`` is the call's own input (1 x C x h x w, the same storage as
+        :attr:`x`); handed out once, then dropped. None otherwise: the method runs its own pass."""
+        if self.prediction is None or xs.shape[0] != 1 or xs.data_ptr() != self.x.data_ptr():
+            return None
+        out, self.prediction = self.prediction, None
+        return out
 
     @property
     def n_evals(self) -> int:
@@ -148,8 +161,10 @@ class Context:
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, *, family: str, description: str, needs_gradients: bool | None = None):
-    """Decorator: register ``fn(ctx, *, option=default, ...)`` as method ``name``."""
+def register(name: str, *, family: str, description: str, needs_gradients: bool | None = None,
+             reuses_prediction: bool = False):
+    """Decorator: register ``fn(ctx, *, option=default, ...)`` as method ``name``. ``reuses_prediction``: see
+    :meth:`Context.take_prediction`."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
@@ -160,7 +175,7 @@ def register(name: str, *, family: str, description: str, needs_gradients: bool 
             if p.kind is not inspect.Parameter.KEYWORD_ONLY:
                 raise TypeError(f"method {name!r}: options must be keyword-only (after *), {p.name!r} is not")
         grads = family != "perturbation" if needs_gradients is None else needs_gradients
-        _REGISTRY[name] = MethodSpec(name, fn, family, description, grads)
+        _REGISTRY[name] = MethodSpec(name, fn, family, description, grads, bool(reuses_prediction and grads))
         return fn
 
     return deco
