@@ -109,10 +109,7 @@ def explain(
             leaf = x.unsqueeze(0).detach().requires_grad_(True)
             with torch.enable_grad():
                 raw = model.forward(leaf)
-            probs_t = model.to_probabilities(raw.detach()).float().cpu()
-            if not torch.isfinite(probs_t).all():
-                raise ValueError(f"model {model.name!r} returned NaN or infinite scores")
-            probs = probs_t[0].numpy()
+            probs = model.checked(model.to_probabilities(raw))[0].numpy()
             prediction = (leaf, raw)
         else:
             probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()

@@ -384,7 +384,11 @@ class Model:
             x = x.unsqueeze(0)
         bs = batch_size or self.resolve_batch_size(x[:1])
         outs = [self._call_batch(x[i : i + bs]) for i in range(0, x.shape[0], bs)]
-        probs = torch.cat(outs).detach().cpu()
+        return self.checked(torch.cat(outs))
+
+    def checked(self, probs: torch.Tensor) -> torch.Tensor:
+        """``probs`` detached on the CPU; a ValueError naming the model if any is NaN or infinite."""
+        probs = probs.detach().cpu()
         if not torch.isfinite(probs).all():
             raise ValueError(f"model {self.name!r} returned NaN or infinite scores")
         return probs
@@ -481,13 +485,18 @@ def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[
     throughput here), and calibration is paid by every process."""
     model._ort_session(create=True)  # calibrate what will run
     base = sample[:1]
-    batches: dict[int, torch.Tensor] = {}
+    batches: dict[int, torch.Tensor] = {}  # one input tensor per size, made on its first pass
+
+    def run(bs: int) -> None:
+        if bs not in batches:
+            batches[bs] = base.expand(bs, *base.shape[1:]).clone()
+        model._call_batch(batches[bs])
+
     n_before = model.n_evals
     saved = getattr(model._local, "counters", None)
     model._local.counters = []  # calibration passes are not evaluations of any explanation
     try:
-        return _sweep(lambda bs: model._call_batch(batches.setdefault(bs, base.expand(bs, *base.shape[1:]).clone())),
-                      candidates)
+        return _sweep(run, candidates)
     finally:
         model._local.counters = saved if saved is not None else []
         with model._lock:
