@@ -104,14 +104,22 @@ def _chunks(xs: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
         yield xs[s : s + batch_size]
 
 
+def backward_scores(model, leaf: torch.Tensor, raw: torch.Tensor, target: int, output: str = "logit"):
+    """(scores, d score / d leaf) of ``target`` from the raw outputs ``raw`` of a forward pass of ``leaf`` made
+    with gradients; both detached."""
+    with torch.enable_grad():
+        s = target_scores(model, raw, target, output)
+        (g,) = torch.autograd.grad(s.sum(), leaf)
+    return s.detach(), g.detach()
+
+
 def chunked_gradients(model, chunks: Iterable[torch.Tensor], target: int, *, output: str = "logit"):
     """Yield (scores, gradients) for each chunk (n x C x H x W) of inputs; both detached."""
     for chunk in chunks:
         xb = chunk.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            s = target_scores(model, model.forward(xb), target, output)
-            (g,) = torch.autograd.grad(s.sum(), xb)
-        yield s.detach(), g.detach()
+            raw = model.forward(xb)
+        yield backward_scores(model, xb, raw, target, output)
 
 
 def ig_nodes(n_steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
@@ -267,10 +275,7 @@ def _input_gradients(ctx: Context, xs: torch.Tensor, output: str) -> torch.Tenso
     the call kept it (:meth:`Context.take_prediction`), so no second forward."""
     kept = ctx.take_prediction(xs)
     if kept is not None:
-        leaf, raw = kept
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(target_scores(ctx.model, raw, ctx.target, output).sum(), leaf)
-        return g.detach()
+        return backward_scores(ctx.model, *kept, ctx.target, output)[1]
     return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.gradient_batch_for(len(xs)))
 
 
