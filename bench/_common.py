@@ -21,6 +21,15 @@ def photos(n: int | None = None) -> list[Path]:
     return found[:n] if n else found
 
 
+def stock_model(batch_size: int | str = "auto"):
+    """The default network as its packages give it and a captum or lime user runs it: no channels-last, batch
+    norm and padding layers kept (unveil's additions), torch for every pass."""
+    import unveil
+
+    return unveil.load_model(channels_last=False, fold_bn=False, fold_pad=False, inference="torch",
+                             batch_size=batch_size)
+
+
 def best_forward_seconds(model, batch_size: int, reps: int = 5, backward: bool = False) -> float:
     """Best per-image time of one forward (or forward+backward) pass at ``batch_size`` on random input."""
     x = torch.rand(batch_size, 3, *model.input_size, device=model.device)

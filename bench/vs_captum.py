@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import best_forward_seconds, gmean, photos, table  # noqa: E402
+from _common import best_forward_seconds, gmean, photos, stock_model, table  # noqa: E402
 
 import unveil  # noqa: E402
 from unveil.models.default import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -148,8 +148,7 @@ def main(argv=None) -> int:
     model = unveil.load_model(inference=args.inference)
     bs = model.resolve_batch_size()
     fwd = CountingForward(model)
-    # the module as a captum user has it: no channels-last, batch norm and padding layers kept
-    stock = unveil.load_model(channels_last=False, fold_bn=False, fold_pad=False, inference="torch", batch_size=bs)
+    stock = stock_model(batch_size=bs)
     fwd_stock = CountingForward(stock)
     methods = args.methods.split(",")
     print(f"model {model.name} (our forward passes on {model.inference}), batch size {bs}, torch threads {torch.get_num_threads()}, "

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import best_forward_seconds, gmean, photos, table  # noqa: E402
+from _common import best_forward_seconds, gmean, photos, stock_model, table  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -155,8 +155,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     unveil.tune_cpu()
     model = unveil.load_model()
-    # the module as a captum user has it: no channels-last, batch norm and padding layers kept
-    stock = unveil.load_model(channels_last=False, fold_bn=False, fold_pad=False, inference="torch", batch_size=1)
+    stock = stock_model(batch_size=1)
     bs = model.resolve_batch_size()
     paths = photos(args.images)
     unveil.explain(model, paths[0], method="saliency", progress=False)  # warm-up
