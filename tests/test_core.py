@@ -355,6 +355,17 @@ def test_gradient_methods_do_not_calibrate_the_batch_size(image):
     np.testing.assert_allclose(ig.map, ref.map, atol=1e-5)
     unveil.explain(model, image, method="occlusion", window=8, progress=False)  # many inference passes
     assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings
+    # the measured inference size does not carry over to gradient passes; a size the user sets does
+    # (40 path points in chunks, then s(x) and s(baseline) in one pass for the completeness check)
+    fixed = unveil.Model(TinyNet(), input_size=(32, 32), batch_size=6)
+    for m, expected in ((model, [GRADIENT_BATCH] * 5 + [2]), (fixed, [6] * 6 + [4, 2])):
+        sizes.clear()
+        handle = m.fn.register_forward_pre_hook(lambda mod, a: sizes.append(a[0].shape[0]))
+        try:
+            unveil.explain(m, image, method="integrated_gradients", n_steps=40, progress=False)
+        finally:
+            handle.remove()
+        assert [n for n in sizes if n > 1] == expected
 
 
 

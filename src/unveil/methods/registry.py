@@ -103,15 +103,14 @@ class Context:
 
     @property
     def gradient_batch_size(self) -> int:
-        """The most inputs in one forward+backward pass: this call's batch size, else the model's when it is an
-        int or already measured, else :data:`GRADIENT_BATCH` — an unmeasured ``"auto"`` size is not measured
-        for gradient passes, since the measurement times inference passes (on ONNX Runtime when that runs
-        them), which say little about forward+backward ones."""
+        """The most inputs in one forward+backward pass: this call's batch size, else the model's when the user
+        set it as an int, else :data:`GRADIENT_BATCH`. An ``"auto"`` size is not used here, measured or not:
+        the measurement times inference passes (on ONNX Runtime when that runs them), which say little about
+        forward+backward ones."""
         if self.batch is not None:
             return self.batch
-        if self.model.batch_size_known:
-            return int(self.model.resolve_batch_size())
-        return GRADIENT_BATCH
+        fixed = self.model.batch_size_fixed
+        return GRADIENT_BATCH if fixed is None else fixed
 
     def gradient_batch_for(self, n: int) -> int:
         """Gradient-pass batch size for ``n`` inputs: 1 for a single input, else :attr:`gradient_batch_size`."""

@@ -415,6 +415,11 @@ class Model:
         """Whether :meth:`resolve_batch_size` returns without measuring (an int batch size, or "auto" measured)."""
         return self._batch_resolved is not None
 
+    @property
+    def batch_size_fixed(self) -> int | None:
+        """The batch size the user set as an int; None for ``"auto"`` (measured or not)."""
+        return self._batch_request if isinstance(self._batch_request, int) else None
+
     def measure_batch_size_on(self, run) -> int:
         """Measure an ``"auto"`` batch size on real work instead of synthetic passes: ``run(bs)`` evaluates the
         next ``bs`` inputs of a request holding at least :func:`sweep_images` of them (each pass is a real,
