@@ -14,6 +14,8 @@ from unveil.methods.modified_rules import (
     Rescale,
     UnsupportedNonlinearity,
     deeplift_rules,
+    elrp_rules,
+    modified_gradients,
 )
 
 from test_conformance import hook_count
@@ -306,7 +308,7 @@ class FailsOnCall(ReluNet):
         return super().forward(x)
 
 
-@pytest.mark.parametrize("name,fail_at", [("deeplift", 2), ("deeplift", 3), ("elrp", 2), ("gradcam", 2),
+@pytest.mark.parametrize("name,fail_at", [("deeplift", 1), ("deeplift", 2), ("elrp", 1), ("gradcam", 2),
                                           ("integrated_gradients", 3), ("smoothgrad", 2), ("saliency", 1)])
 def test_nothing_left_after_an_exception(img, name, fail_at):
     net = FailsOnCall(fail_at)
@@ -453,3 +455,32 @@ def test_saliency_and_grad_input_reuse_the_prediction_pass(img):
     assert sal.score == pytest.approx(float(model.probabilities(x)[0, sal.target]), abs=1e-6)
     assert all(p.grad is None for p in net.parameters())
     assert explain(model, img, "smoothgrad", n_samples=3).n_evals == 1 + 3
+
+
+def test_elrp_and_deeplift_reuse_the_prediction_pass(img):
+    """The prediction pass runs under the rules (after DeepLIFT's reference pass) and is the method's forward
+    pass: n_evals 1 and 2, the same attributions and scores as a separate modified pass, no hooks left."""
+    from unveil.perturb import make_baseline
+
+    net = ReluNet()
+    model = wrap(net)
+    calls = []
+    handle = net.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
+    try:
+        el = explain(model, img, "elrp", eps=1e-3)
+        dl = explain(model, img, "deeplift", baseline="gray")
+    finally:
+        handle.remove()
+    assert (el.n_evals, dl.n_evals) == (1, 2) and calls == [True, False, True]
+    assert hook_count(net) == 0
+    _, x = model.prepare(img)
+    xs = x.unsqueeze(0)
+    g, info = modified_gradients(model, xs, el.target, elrp_rules(1e-3))
+    np.testing.assert_allclose(el.extras["attribution"], (xs * g)[0].numpy(), atol=1e-6)
+    assert el.extras["score_input"] == pytest.approx(float(info["score_input"][0]), abs=1e-6)
+    gray = make_baseline(x, "gray")
+    g, info = modified_gradients(model, xs, dl.target, deeplift_rules(), baseline=gray)
+    np.testing.assert_allclose(dl.extras["attribution"], ((xs - gray) * g)[0].numpy(), atol=1e-6)
+    assert dl.extras["score_baseline"] == pytest.approx(info["score_baseline"], abs=1e-6)
+    assert dl.extras["completeness_error"] < 1e-4
+    assert el.score == pytest.approx(float(model.probabilities(x)[0, el.target]), abs=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -107,10 +108,12 @@ def explain(
         prediction = None
         if spec.reuses_prediction:  # the prediction pass keeps its graph: the method's gradient pass is this one
             leaf = x.unsqueeze(0).detach().requires_grad_(True)
-            with torch.enable_grad():
-                raw = model.forward(leaf)
+            scope = spec.prediction_scope
+            with (scope(model, x, {**spec.options, **options}) if scope else nullcontext()) as state:
+                with torch.enable_grad():
+                    raw = model.forward(leaf)
             probs = model.checked(model.to_probabilities(raw))[0].numpy()
-            prediction = (leaf, raw)
+            prediction = (leaf, raw, state)
         else:
             probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()
         target_idx = int(np.argmax(probs)) if target is None else model.class_index(target, probs.shape[0])

@@ -275,7 +275,7 @@ def _input_gradients(ctx: Context, xs: torch.Tensor, output: str) -> torch.Tenso
     the call kept it (:meth:`Context.take_prediction`), so no second forward."""
     kept = ctx.take_prediction(xs)
     if kept is not None:
-        return backward_scores(ctx.model, *kept, ctx.target, output)[1]
+        return backward_scores(ctx.model, kept[0], kept[1], ctx.target, output)[1]
     return input_gradients(ctx.model, xs, ctx.target, output=output, batch_size=ctx.gradient_batch_for(len(xs)))
 
 

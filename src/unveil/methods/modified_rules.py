@@ -40,6 +40,7 @@ from ..perturb import make_baseline
 from .gradients import (
     Attributor,
     _require_torch,
+    backward_scores,
     check_output,
     completeness_error,
     register_attributor,
@@ -416,13 +417,23 @@ def modified_gradients(
     output: str = "logit",
     batch_size: int = 16,
     method_name: str = "modified chain rule",
+    kept: tuple | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Modified gradients of the target score for N inputs ``xs`` (N x C x H x W in [0, 1]).
 
     ``baseline`` (C x H x W) is run once first (recording the reference activations) when a rule needs it.
+    ``kept``: (leaf, raw outputs, state) of a forward pass of ``xs`` already made inside
+    :func:`prediction_scope` with these rules: only its backward runs.
     Returns (N x C x H x W gradients, {"score_input": N scores, "score_baseline": float or None}).
     """
     _require_torch(model)
+    if kept is not None:
+        leaf, raw, state = kept
+        state["rule"].check(raw)
+        ref = state["reference"]
+        s_base = None if ref is None else float(target_scores(model, ref, target, output)[0])
+        sc, g = backward_scores(model, leaf, raw, target, output)
+        return g, {"score_input": sc, "score_baseline": s_base}
     net = model.fn
     scores, grads = [], []
     s_base = None
@@ -446,6 +457,36 @@ def modified_gradients(
     return torch.cat(grads), {"score_input": torch.cat(scores), "score_baseline": s_base}
 
 
+@contextlib.contextmanager
+def _scope(model, x: torch.Tensor, name: str, rules: list, baseline):
+    """Forward passes in this block run under the rules; yields {"rule": the ModifiedChainRule, "reference": raw
+    outputs of the reference pass on ``baseline`` (made first, when a rule needs it) or None}."""
+    with ModifiedChainRule(model.fn, rules, name) as mcr:
+        state = {"rule": mcr, "reference": None}
+        if any(rule.needs_reference for _, rule in mcr.rules):
+            with mcr.reference(), torch.no_grad():
+                state["reference"] = model.forward(make_baseline(x, baseline).unsqueeze(0))
+        yield state
+
+
+def prediction_scope(name: str):
+    """The ``prediction_scope`` of modified-chain-rule method ``name`` (``"elrp"`` or ``"deeplift"``): the
+    call's prediction pass is the method's forward pass (the rules change only the backward, so its scores are
+    the ordinary ones), after DeepLIFT's reference pass."""
+
+    def scope(model, x, options):
+        rules, baseline = _RULES[name](options)
+        return _scope(model, x, name, _check_rules(options.get("rules")) + rules, baseline)
+
+    return scope
+
+
+_RULES = {  # name -> options -> (default rules, baseline)
+    "elrp": lambda options: (elrp_rules(options.get("eps", 1e-4)), "zero"),
+    "deeplift": lambda options: (deeplift_rules(), options.get("baseline", "zero")),
+}
+
+
 def _build(ctx: Context, name: str, rules: list, baseline, output: str, extra_rules) -> Attributor:
     check_output(output)
     _require_torch(ctx.model)
@@ -455,7 +496,8 @@ def _build(ctx: Context, name: str, rules: list, baseline, output: str, extra_ru
 
     def attribute(xs):
         g, scores = modified_gradients(ctx.model, xs, ctx.target, pairs, baseline=base, output=output,
-                                       batch_size=ctx.gradient_batch_for(len(xs)), method_name=name)
+                                       batch_size=ctx.gradient_batch_for(len(xs)), method_name=name,
+                                       kept=ctx.take_prediction(xs))
         info.update(scores)
         return (xs - base.unsqueeze(0)) * g
 
@@ -465,11 +507,11 @@ def _build(ctx: Context, name: str, rules: list, baseline, output: str, extra_ru
 
 
 def build_elrp(ctx: Context, *, eps: float = 1e-4, rules=None, output: str = "logit") -> Attributor:
-    return _build(ctx, "elrp", elrp_rules(eps), "zero", output, rules)
+    return _build(ctx, "elrp", *_RULES["elrp"]({"eps": eps}), output, rules)
 
 
 def build_deeplift(ctx: Context, *, baseline="zero", rules=None, output: str = "logit") -> Attributor:
-    return _build(ctx, "deeplift", deeplift_rules(), baseline, output, rules)
+    return _build(ctx, "deeplift", *_RULES["deeplift"]({"baseline": baseline}), output, rules)
 
 
 register_attributor("elrp", build_elrp)
@@ -489,6 +531,7 @@ def _with_completeness(result: MethodResult, att: Attributor, s_base: float | No
     "elrp",
     family="gradient",
     needs_gradients=True,
+    reuses_prediction=prediction_scope("elrp"),
     description="epsilon-LRP as a modified chain rule (Ancona et al. 2018): g(z)/z backward, times the input",
 )
 def elrp(ctx: Context, *, eps: float = 1e-4, rules=None, output: str = "logit") -> MethodResult:
@@ -506,12 +549,14 @@ def elrp(ctx: Context, *, eps: float = 1e-4, rules=None, output: str = "logit") 
     "deeplift",
     family="gradient",
     needs_gradients=True,
+    reuses_prediction=prediction_scope("deeplift"),
     description="DeepLIFT-Rescale as a modified chain rule (Ancona et al. 2018), against a baseline",
 )
 def deeplift(ctx: Context, *, baseline="zero", rules=None, output: str = "logit") -> MethodResult:
     """(input - baseline) times the gradient in which each nonlinearity's derivative is
     (g(z) - g(z0)) / (z - z0) against a reference pass on ``baseline`` (``"zero"`` by default; any of the
-    Perturber's baselines or an image). Two forward passes. ``extras["completeness_error"]`` is
+    Perturber's baselines or an image). Two forward passes: the reference pass, then the call's prediction
+    pass, run under the rules, whose backward gives the gradient. ``extras["completeness_error"]`` is
     |sum of attributions - (s(x) - s(baseline))| / |s(x) - s(baseline)| (zero up to rounding on networks
     made of linear layers and ruled nonlinearities, for ``output="logit"``: with ``"probability"`` the final
     softmax keeps its ordinary gradient, so the sum no longer matches the difference)."""

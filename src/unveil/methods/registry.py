@@ -30,8 +30,12 @@ class MethodSpec:
     description: str
     needs_gradients: bool
     #: the call's prediction pass runs with gradients and its graph is handed to the method (one pass fewer
-    #: for methods whose single gradient pass is at the input itself: saliency, gradient x input)
+    #: for methods whose single gradient pass is at the input itself: saliency, gradient x input, and the
+    #: modified chain rules, whose pass runs inside ``prediction_scope``)
     reuses_prediction: bool = False
+    #: ``scope(model, x, options) -> context manager`` the prediction pass runs in (None: none); what it yields
+    #: is handed to the method with the pass (:meth:`Context.take_prediction`)
+    prediction_scope: Callable | None = None
 
     @property
     def options(self) -> dict:
@@ -85,7 +89,7 @@ class Context:
     progress: bool
     batch: int | None  # this call's batch size; None: the model's, measured on first use if it is "auto"
     counter: list  # evaluations made so far in this call (shared with the model's counting())
-    prediction: tuple | None = None  # (input leaf 1 x C x h x w, raw outputs) of a prediction pass with gradients
+    prediction: tuple | None = None  # (input leaf 1 x C x h x w, raw outputs, scope state) of a prediction pass
     rng: np.random.Generator = field(init=False)
     generator: torch.Generator = field(init=False)
 
@@ -117,9 +121,10 @@ class Context:
         return 1 if n <= 1 else self.gradient_batch_size
 
     def take_prediction(self, xs: torch.Tensor) -> tuple | None:
-        """(leaf, raw outputs) of this call's prediction pass, kept with its graph for a method registered with
-        ``reuses_prediction``, when ``xs`` is the call's own input (1 x C x h x w, the same storage as
-        :attr:`x`); handed out once, then dropped. None otherwise: the method runs its own pass."""
+        """(leaf, raw outputs, state) of this call's prediction pass, kept with its graph for a method
+        registered with ``reuses_prediction``, when ``xs`` is the call's own input (1 x C x h x w, the same
+        storage as :attr:`x`); ``state`` is what the method's ``prediction_scope`` yielded (None without one).
+        Handed out once, then dropped. None otherwise: the method runs its own pass."""
         if self.prediction is None or xs.shape[0] != 1 or xs.data_ptr() != self.x.data_ptr():
             return None
         out, self.prediction = self.prediction, None
@@ -161,9 +166,9 @@ _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(name: str, *, family: str, description: str, needs_gradients: bool | None = None,
-             reuses_prediction: bool = False):
-    """Decorator: register ``fn(ctx, *, option=default, ...)`` as method ``name``. ``reuses_prediction``: see
-    :meth:`Context.take_prediction`."""
+             reuses_prediction: bool | Callable = False):
+    """Decorator: register ``fn(ctx, *, option=default, ...)`` as method ``name``. ``reuses_prediction``: True,
+    or a ``prediction_scope(model, x, options)`` to run the pass in; see :meth:`Context.take_prediction`."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
@@ -174,7 +179,9 @@ def register(name: str, *, family: str, description: str, needs_gradients: bool 
             if p.kind is not inspect.Parameter.KEYWORD_ONLY:
                 raise TypeError(f"method {name!r}: options must be keyword-only (after *), {p.name!r} is not")
         grads = family != "perturbation" if needs_gradients is None else needs_gradients
-        _REGISTRY[name] = MethodSpec(name, fn, family, description, grads, bool(reuses_prediction and grads))
+        reuse = bool(reuses_prediction and grads)
+        scope = reuses_prediction if reuse and callable(reuses_prediction) else None
+        _REGISTRY[name] = MethodSpec(name, fn, family, description, grads, reuse, scope)
         return fn
 
     return deco
