@@ -484,3 +484,30 @@ def test_elrp_and_deeplift_reuse_the_prediction_pass(img):
     assert dl.extras["score_baseline"] == pytest.approx(info["score_baseline"], abs=1e-6)
     assert dl.extras["completeness_error"] < 1e-4
     assert el.score == pytest.approx(float(model.probabilities(x)[0, el.target]), abs=1e-6)
+
+
+@pytest.mark.parametrize("module", [torch.nn.ReLU(), torch.nn.ReLU6(), torch.nn.LeakyReLU(0.2), torch.nn.GELU(),
+                                    torch.nn.Hardswish()])
+def test_rescale_multiplier_is_the_secant_or_the_derivative(module):
+    """Rescale's multiplier against its definition computed element by element in float64: the secant
+    (g(z) - g(z0)) / (z - z0), and autograd's g'(z) where |z - z0| <= threshold (z0 = z exactly included);
+    the reference is one input broadcast over a batch of 3."""
+    gen = torch.Generator().manual_seed(1)
+    z0 = torch.randn(1, 4, 5, 5, generator=gen) * 3
+    z = z0 + torch.randn(3, 4, 5, 5, generator=gen) * 2
+    z[0, 0] = z0[0, 0]  # dz = 0
+    z[1, 1] = z0[0, 1] + 5e-6  # |dz| under the threshold
+    z[2, 2, :, :2] = torch.tensor([0.0, 6.0, -1e-6, 2e-6, 1.0])[:, None].expand(5, 2)  # kinks
+    z0[0, 2, :, :2] = torch.tensor([0.0, 6.0, 1e-6, -2e-6, 1.0])[:, None].expand(5, 2)
+    with torch.no_grad():
+        y, y0 = module(z), module(z0)
+    got = Rescale(1e-5).multiplier(module, z, y, z0, y0)
+    leaf = z.double().clone().requires_grad_(True)
+    (deriv,) = torch.autograd.grad(module.double()(leaf).sum(), leaf)
+    module.float()
+    dz = (z - z0).double()
+    secant = (y.double() - y0.double()) / torch.where(dz == 0, 1.0, dz)
+    ref = torch.where(dz.abs() <= 1e-5, deriv, secant)
+    assert got.shape == z.shape and torch.isfinite(got).all()
+    assert int((dz.abs() <= 1e-5).sum()) >= 25 + 25 + 8
+    torch.testing.assert_close(got.double(), ref, atol=1e-4, rtol=1e-4)

@@ -102,7 +102,7 @@ class Epsilon(Rule):
         self.eps = float(eps)
 
     def multiplier(self, module, z, y, z0=None, y0=None):
-        den = torch.full_like(z, self.eps).copysign_(z)  # +eps for z >= +0.0, -eps for z <= -0.0
+        den = torch.copysign(torch.tensor(self.eps, dtype=z.dtype), z)  # +eps for z >= +0.0, -eps for z <= -0.0
         m = torch.div(y, den.add_(z), out=den)
         return m if self.eps > 0 else torch.nan_to_num_(m, nan=0.0)  # eps = 0: 0/0 at z = 0 counts as 0
 
@@ -110,8 +110,21 @@ class Epsilon(Rule):
         return f"Epsilon({self.eps})"
 
 
+def _ones(z):
+    return torch.ones((), dtype=z.dtype, device=z.device).expand_as(z)
+
+
+# the piecewise-linear ones through autograd's own backward kernels (one pass each)
 def _hardtanh_grad(module, z):
-    return ((z > module.min_val) & (z < module.max_val)).to(z.dtype)
+    return torch.ops.aten.hardtanh_backward(_ones(z), z, module.min_val, module.max_val)
+
+
+def _relu_grad(module, z):
+    return torch.ops.aten.threshold_backward(_ones(z), z, 0)
+
+
+def _leaky_relu_grad(module, z):
+    return torch.ops.aten.leaky_relu_backward(_ones(z), z, module.negative_slope, False)
 
 
 def _sigmoid_grad(module, z):
@@ -127,10 +140,10 @@ def _silu_grad(module, z):
 #: g'(z) in closed form for the common nonlinearities (the same values autograd gives, also at the kinks:
 #: 0 at z = 0 for ReLU, 0 at both ends of ReLU6/Hardtanh); other types go through autograd.
 _DERIVATIVES: dict[type, Callable] = {
-    torch.nn.ReLU: lambda module, z: (z > 0).to(z.dtype),
+    torch.nn.ReLU: _relu_grad,
     torch.nn.ReLU6: _hardtanh_grad,
     torch.nn.Hardtanh: _hardtanh_grad,
-    torch.nn.LeakyReLU: lambda module, z: torch.where(z > 0, 1.0, module.negative_slope).to(z.dtype),
+    torch.nn.LeakyReLU: _leaky_relu_grad,
     torch.nn.Sigmoid: _sigmoid_grad,
     torch.nn.Tanh: lambda module, z: 1 - torch.tanh(z) ** 2,
     torch.nn.SiLU: _silu_grad,
@@ -160,10 +173,10 @@ class Rescale(Rule):
 
     def multiplier(self, module, z, y, z0=None, y0=None):
         dz = z - z0
-        near = dz.abs() <= self.threshold
-        m = (y - y0).div_(dz.masked_fill_(near, 1.0))
+        m = (y - y0).div_(dz)  # inf or nan where dz = 0: replaced below with the rest of the near units
+        near = torch.le(dz.abs_(), self.threshold)
         if bool(near.any()):
-            m = torch.where(near, local_gradient(module, z), m)
+            torch.where(near, local_gradient(module, z), m, out=m)
         return m
 
     def __repr__(self):
