@@ -64,22 +64,21 @@ def test_unperturbed_probabilities_seed_the_cache():
     assert p.n_evals == 0
 
 
-def test_pixel_mask_chunks_are_consumed_lazily():
+def test_pixel_masks_are_made_pass_by_pass():
     rec = Recorder()
     model = unveil.Model(rec, input_size=(4, 4), batch_size=2)
     p = Perturber(model, torch.rand(3, 4, 4), torch.zeros(3, 4, 4))
-    made = []
+    events = []
 
-    def chunks():
-        for i in range(3):
-            made.append(i)
-            yield torch.ones(2, 4, 4) * (i / 2)
+    def make(start, stop):
+        events.append(("make", start, stop))
+        return torch.ones(stop - start, 4, 4) * (start / 6)
 
-    it = p.score_pixel_masks(chunks(), total=6)
-    next(it)
-    assert made == [0]  # the second chunk is not built before the first is scored
-    rest = list(it)
-    assert len(rest) == 2 and p.n_evals == 6
+    p.score_masks(make, 5, lambda masks, probs: events.append(("scored", masks.shape[0], probs.shape)))
+    # each pass is made only after the previous one was scored: never more than one pass of masks at a time
+    assert events == [("make", 0, 2), ("scored", 2, (2, 2)), ("make", 2, 4), ("scored", 2, (2, 2)),
+                      ("make", 4, 5), ("scored", 1, (1, 2))]
+    assert p.n_evals == 5
 
 
 def test_baselines():
@@ -204,8 +203,14 @@ def test_counting_and_auto_batch_size(image):
     model = unveil.Model(TinyNet(), input_size=(32, 32), batch_size="auto")
     with model.counting() as c:
         exp = unveil.explain(model, image, method="occlusion", window=8, progress=False)
+    # a request under a whole sweep times its own passes for itself only: the model stays unmeasured
+    assert model.batch_size == "auto" and not hasattr(model, "batch_timings")
+    assert c[0] == exp.n_evals == model.n_evals
+    _, x = model.prepare(image)
+    with model.counting() as c:
+        model.probabilities(x)  # asks for the batch size outright: synthetic calibration passes
     assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings
-    assert c[0] == exp.n_evals == model.n_evals  # calibration passes are not counted
+    assert c[0] == 1 and model.n_evals == exp.n_evals + 1  # calibration passes are not counted
 
 
 def test_logits_become_probabilities(tiny, image):
@@ -353,7 +358,7 @@ def test_gradient_methods_do_not_calibrate_the_batch_size(image):
     assert model.batch_size == "auto" and not hasattr(model, "batch_timings")
     ref = unveil.explain(model, image, method="integrated_gradients", n_steps=40, batch_size=7, progress=False)
     np.testing.assert_allclose(ig.map, ref.map, atol=1e-5)
-    unveil.explain(model, image, method="occlusion", window=8, progress=False)  # many inference passes
+    model.resolve_batch_size()  # measured on inference passes
     assert isinstance(model.batch_size, int) and model.batch_size in model.batch_timings
     # the measured inference size does not carry over to gradient passes; a size the user sets does
     # (40 path points in chunks, then s(x) and s(baseline) in one pass for the completeness check)
@@ -439,14 +444,61 @@ def test_small_perturbation_requests_do_not_calibrate_the_batch_size(image):
     small = (rng.random((SMALL_REQUEST, 16)) < 0.5).astype(np.float32)
     perturber.score_features(small)
     assert not auto.batch_size_known
-    perturber.score_features((rng.random((SMALL_REQUEST + 1, 16)) < 0.5).astype(np.float32))
-    assert auto.batch_size_known and auto.batch_size in auto.batch_timings
+    # a request too small for a quick sweep (under 15 inputs) goes in passes of SMALL_REQUEST, unmeasured
+    calls = []
+    counted = unveil.Model(lambda b: calls.append(len(b)) or np.full((len(b), 3), 1 / 3), input_size=(32, 32),
+                           outputs="probabilities", batch_size="auto")
+    p = Perturber(counted, x, make_baseline(x, "zero"), labels)
+    p.score_features(_distinct_masks(0, SMALL_REQUEST))
+    p.score_features(_distinct_masks(SMALL_REQUEST, 2 * SMALL_REQUEST + 6))
+    assert calls == [SMALL_REQUEST, SMALL_REQUEST, 6] and not counted.batch_size_known
     # a model with an int batch size splits even small requests at that size
     calls = []
     one = unveil.Model(lambda b: calls.append(len(b)) or np.full((len(b), 3), 1 / 3), input_size=(32, 32),
                        outputs="probabilities", batch_size=2)
     Perturber(one, x, make_baseline(x, "zero"), labels).score_features(small)
     assert calls == [2] * (SMALL_REQUEST // 2)
+
+
+def _distinct_masks(start: int, stop: int, k: int = 16) -> np.ndarray:
+    """Feature masks start..stop-1: the binary digits of those integers over k features (all distinct)."""
+    return ((np.arange(start, stop)[:, None] >> np.arange(k)) & 1).astype(np.float32)
+
+
+def test_a_medium_request_times_its_own_passes_for_itself(monkeypatch, image):
+    """A request of 100 new inputs (under a whole sweep of 253): a quick sweep on its own first passes (a
+    warm-up and two timed passes at 1, 4, 8 and 16), the fastest size for the rest of it and for the same
+    Perturber's later requests, every pass a counted evaluation; the model's "auto" size stays unmeasured; the
+    scores equal those of a fixed batch size. Fake clock: a pass of n costs 10 + n, so 16 is the fastest."""
+    import unveil.models.base as base
+
+    clock = [0.0]
+    monkeypatch.setattr(base, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    calls = []
+    w = np.random.default_rng(0).normal(size=16)
+
+    def fn(batch):
+        n = batch.shape[0]
+        clock[0] += 10 + n
+        calls.append(n)
+        cells = batch[..., 0].reshape(n, 4, 8, 4, 8).mean(axis=(2, 4)).reshape(n, 16)
+        p = 1 / (1 + np.exp(-(cells @ w)))
+        return np.stack([p, 1 - p], axis=1)
+
+    auto = unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size="auto")
+    _, x = auto.prepare(image)
+    labels, zero = grid(32, 32, 16), make_baseline(x, "zero")
+    p = Perturber(auto, x, zero, labels)
+    with auto.counting() as c:
+        got = p.score_features(_distinct_masks(0, 100))
+    assert calls == [1] * 3 + [4] * 3 + [8] * 3 + [16] * 3 + [13] and c[0] == p.n_evals == 100
+    assert not auto.batch_size_known and auto.batch_size == "auto"
+    calls.clear()
+    later = p.score_features(_distinct_masks(100, 120))
+    assert calls == [16, 4]
+    ref = Perturber(unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size=7), x, zero, labels)
+    np.testing.assert_allclose(got, ref.score_features(_distinct_masks(0, 100)), atol=1e-6)
+    np.testing.assert_allclose(later, ref.score_features(_distinct_masks(100, 120)), atol=1e-6)
 
 
 @pytest.mark.slow

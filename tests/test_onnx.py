@@ -116,7 +116,9 @@ def test_counts_every_image_once_padding_excluded(tiny_onnx, tiny_onnx_fixed, ba
 def test_auto_batch_size_is_measured_or_taken_from_the_graph(tiny_onnx, tiny_onnx_fixed, image):
     m = onnx_tiny(tiny_onnx)
     assert m.batch_size == "auto"
-    unveil.explain(m, image, method="occlusion", window=16)
+    unveil.explain(m, image, method="occlusion", window=16)  # a small request: the model stays unmeasured
+    assert m.batch_size == "auto"
+    m.resolve_batch_size()
     tried = list(m.batch_timings)
     assert m.batch_size in tried and tried == list(BATCH_CANDIDATES[: len(tried)])
     fixed = onnx_tiny(tiny_onnx_fixed)

@@ -279,15 +279,15 @@ class _Causal:
         perturber = Perturber(model, x, baseline, batch_size=self.batch_size, progress=self.progress,
                               desc=self.name)
         rank_t = torch.from_numpy(rank).to(x.device)
-        chunk = perturber.batch_size
         deleting = self._kind == "deletion"
+        ys: list[np.ndarray] = []
 
-        def chunks():
-            for s in range(0, len(counts), chunk):
-                c = torch.as_tensor(counts[s : s + chunk], device=x.device)[:, None, None]
-                yield (rank_t[None] >= c) if deleting else (rank_t[None] < c)
+        def make(start: int, stop: int) -> torch.Tensor:  # the masks of steps start..stop-1
+            c = torch.as_tensor(counts[start:stop], device=x.device)[:, None, None]
+            return (rank_t[None] >= c) if deleting else (rank_t[None] < c)
 
-        y = np.concatenate([p[:, target] for p in perturber.score_pixel_masks(chunks(), total=len(counts))])
+        perturber.score_masks(make, len(counts), lambda masks, probs: ys.append(probs[:, target]))
+        y = np.concatenate(ys)
         xs = counts / rank.size
         return MetricResult(
             name=self.name,

@@ -7,7 +7,7 @@ map), evaluates chunk by chunk (never all perturbed images at once) and remember
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -83,9 +83,12 @@ def make_baseline(
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(x.device, x.dtype)
 
 
-#: A request of at most this many new inputs goes to the model in one pass, without measuring a ``"auto"`` batch
-#: size that has not been measured yet: STREAK asks a few inputs per arriving segment (at most one per live
-#: threshold), and measuring would take several times its whole run. A request of more inputs measures it.
+#: While a model's ``"auto"`` batch size is unmeasured, a request of at most this many new inputs goes to the
+#: model in one pass (STREAK asks a few inputs per arriving segment, at most one per live threshold, and
+#: measuring would take several times its whole run), and a request too small for a quick sweep
+#: (:func:`~unveil.models.base.quick_sizes`) in passes of this many. Larger requests time their own passes:
+#: a whole sweep, kept for the model, from ``sweep_images()`` (253) inputs; a quick one below that, for the
+#: rest of the call only. Synthetic calibration passes run only where a batch size is asked for outright.
 SMALL_REQUEST = 8
 
 
@@ -135,10 +138,10 @@ class Perturber:
         return self._batch_size
 
     def _step(self, n: int) -> int:
-        """Inputs per pass for a request of ``n``: all of them when ``n`` <= :data:`SMALL_REQUEST` and the batch
-        size would still have to be measured, else :attr:`batch_size`."""
-        if self._batch_size is None and n <= SMALL_REQUEST and not self.model.batch_size_known:
-            return max(1, n)
+        """Inputs per pass for a request of ``n``: while the batch size would still have to be measured, all of
+        them up to :data:`SMALL_REQUEST`, passes of that many up to a whole sweep; else :attr:`batch_size`."""
+        if self._batch_size is None and not self.model.batch_size_known and n < sweep_images():
+            return max(1, min(n, SMALL_REQUEST))
         return self.batch_size
 
     # ----------------------------------------------------------------- composition
@@ -199,9 +202,10 @@ class Perturber:
 
     def _drive(self, total: int, run: Callable[[int, int], None]) -> None:
         """Call ``run(start, stop)`` (inputs start..stop-1 in one pass) over a request of ``total`` inputs. An
-        unmeasured ``"auto"`` batch size is measured on the request's own first passes when it holds a whole
-        sweep (:func:`~unveil.models.base.sweep_images`); then passes of the batch size (all at once for a
-        small request, see :meth:`_step`)."""
+        unmeasured ``"auto"`` batch size is measured on the request's own first passes: a whole sweep, kept
+        for the model, when the request holds one (:func:`~unveil.models.base.sweep_images`); else a quick
+        sweep (:meth:`~unveil.models.Model.quick_batch_size_on`) whose choice serves the rest of this
+        Perturber's work only. Then passes of the batch size (see :meth:`_step`)."""
         done = 0
 
         def advance(n: int) -> None:
@@ -210,8 +214,13 @@ class Perturber:
             run(done, stop)
             done = stop
 
-        if self._batch_size is None and not self.model.batch_size_known and total >= sweep_images():
-            self._batch_size = int(self.model.measure_batch_size_on(advance))
+        if self._batch_size is None and not self.model.batch_size_known and total > SMALL_REQUEST:
+            if total >= sweep_images():
+                self._batch_size = int(self.model.measure_batch_size_on(advance))
+            else:
+                quick = self.model.quick_batch_size_on(advance, total)
+                if quick is not None:
+                    self._batch_size = int(quick)
         step = self._step(total - done)
         while done < total:
             advance(step)
@@ -230,17 +239,3 @@ class Perturber:
                 bar.update(stop - start)
 
             self._drive(int(total), run)
-
-    def score_pixel_masks(self, chunks: Iterable[torch.Tensor], total: int | None = None) -> Iterator[np.ndarray]:
-        """Score an iterable of mask chunks (each n x H x W); yields n x classes probabilities per chunk.
-
-        Chunks are made lazily by the caller, so no more than one chunk of masks and perturbed images
-        exists at a time. Chunks larger than the batch size are split.
-        """
-        with self._bar(total) as bar:
-            for chunk in chunks:
-                step = self._step(chunk.shape[0])
-                for s in range(0, chunk.shape[0], step):
-                    part = chunk[s : s + step]
-                    yield self._evaluate(part)
-                    bar.update(part.shape[0])

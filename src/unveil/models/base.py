@@ -18,7 +18,7 @@ import torch
 
 from ..images import check_alpha, load_image, resize
 
-__all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images"]
+__all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes"]
 
 #: batch sizes tried by ``batch_size="auto"`` (the fastest per image is kept).
 BATCH_CANDIDATES = (1, 4, 8, 16, 32)
@@ -43,7 +43,9 @@ class Model:
         torch modules, probabilities for callables.
     batch_size:
         the most inputs in one forward pass: an int, or ``"auto"`` (torch modules only by default) which
-        times a few sizes on first use and keeps the fastest per image.
+        times a few sizes and keeps the fastest per image: on an explanation's own passes where a request is
+        large enough (see :meth:`measure_batch_size_on` and :meth:`quick_batch_size_on`), else on synthetic
+        passes the first time a size is asked for outright (:meth:`resolve_batch_size`).
     channels_last:
         feed torch modules channels-last inputs (faster convolutions on CPU). The module itself is not
         touched; :func:`unveil.load_model` converts its own module's weights too.
@@ -429,6 +431,17 @@ class Model:
         self._batch_resolved, self.batch_timings = _sweep(run, BATCH_CANDIDATES)
         return self._batch_resolved
 
+    def quick_batch_size_on(self, run, total: int) -> int | None:
+        """The fastest batch size for the rest of a request of ``total`` new inputs too small for
+        :meth:`measure_batch_size_on`, timed on its own first passes: at each of :func:`quick_sizes` a warm-up
+        and two timed passes (every pass a real, counted evaluation). Only for this request: the model's
+        ``"auto"`` size stays unmeasured. None (nothing run) when fewer than two sizes fit."""
+        sizes = quick_sizes(total)
+        if not sizes:
+            return None
+        self._ort_session(create=True)  # measure what will run
+        return _sweep(run, sizes, images=0)[0]
+
     def resolve_batch_size(self, sample: torch.Tensor | None = None) -> int:
         """The batch size in force; ``"auto"`` is measured once, on the first call, on ``sample``'s shape."""
         if self._batch_resolved is None:
@@ -456,15 +469,15 @@ SLOWER_STOP = 0.7
 CALIBRATION_IMAGES = 32
 
 
-def _sweep(run, candidates: Iterable[int]) -> tuple[int, dict[int, float]]:
+def _sweep(run, candidates: Iterable[int], images: int = CALIBRATION_IMAGES) -> tuple[int, dict[int, float]]:
     """Call ``run(bs)`` (one pass of ``bs`` inputs) at each candidate size, smallest first: a warm-up pass, then
-    at least :data:`CALIBRATION_IMAGES` timed images; stop after a size below ``SLOWER_STOP`` x the best so far.
-    Returns (fastest size, {size: img/s of its best pass})."""
+    at least ``images`` timed images (two passes at least); stop after a size below ``SLOWER_STOP`` x the best
+    so far. Returns (fastest size, {size: img/s of its best pass})."""
     timings: dict[int, float] = {}
     for bs in candidates:
         run(bs)  # warm-up: allocator and kernels
         best = float("inf")
-        for _ in range(max(2, CALIBRATION_IMAGES // bs)):
+        for _ in range(max(2, images // bs)):
             t0 = time.perf_counter()
             run(bs)
             best = min(best, time.perf_counter() - t0)
@@ -474,10 +487,18 @@ def _sweep(run, candidates: Iterable[int]) -> tuple[int, dict[int, float]]:
     return max(timings, key=timings.get), timings
 
 
-def sweep_images(candidates: Iterable[int] = BATCH_CANDIDATES) -> int:
+def sweep_images(candidates: Iterable[int] = BATCH_CANDIDATES, images: int = CALIBRATION_IMAGES) -> int:
     """Inputs a whole calibration sweep passes (warm-up and timed passes at every candidate size): a request of
     at least this many can be measured on its own inputs (:meth:`Model.measure_batch_size_on`)."""
-    return sum(bs * (1 + max(2, CALIBRATION_IMAGES // bs)) for bs in candidates)
+    return sum(bs * (1 + max(2, images // bs)) for bs in candidates)
+
+
+def quick_sizes(total: int) -> list[int]:
+    """The smallest candidate sizes whose quick sweep (a warm-up and two timed passes each) fits in a request of
+    ``total`` inputs: [1, 4] from 15 inputs, [1, 4, 8] from 39, [1, 4, 8, 16] from 87, all five from 183; []
+    when fewer than two fit."""
+    sizes = [bs for i, bs in enumerate(BATCH_CANDIDATES) if sweep_images(BATCH_CANDIDATES[: i + 1], 0) <= total]
+    return sizes if len(sizes) >= 2 else []
 
 
 def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[int] = BATCH_CANDIDATES):
