@@ -42,9 +42,9 @@ def recorded_passes(model):
     sizes: list[int] = []
     call = model._call_batch
 
-    def recording(x):
+    def recording(x, *args, **kwargs):
         sizes.append(int(x.shape[0]))
-        return call(x)
+        return call(x, *args, **kwargs)
 
     model._call_batch = recording
     try:

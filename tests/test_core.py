@@ -514,3 +514,29 @@ def test_folded_padding_gives_exactly_the_same_logits():
     x2 = torch.stack([x, torch.rand_like(x)])
     with torch.inference_mode():
         torch.testing.assert_close(folded.forward(x2), padded.forward(x2), atol=1e-6, rtol=1e-6)
+
+
+def test_perturbed_inputs_are_normalized_from_normalized_parts(image):
+    """A torch model with mean/std: the Perturber normalizes baseline and difference once and makes each
+    normalized composite in one pass; it equals normalizing the composite (to rounding), and so do the
+    probabilities. A callable has no normalization and refuses normalized input."""
+    from conftest import TinyNet
+
+    model = unveil.Model(TinyNet(), input_size=(32, 32), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), batch_size=4)
+    mean, std = model.normalization()
+    _, x = model.prepare(image)
+    labels = grid(32, 32, 16)
+    p = Perturber(model, x, make_baseline(x, "blur"), labels)
+    masks = torch.from_numpy(np.random.default_rng(0).random((5, 16)).astype(np.float32))
+    pixel = p.feature_to_pixel(masks)
+    inputs, normalized = p._model_inputs(pixel)
+    assert normalized and inputs.shape == (5, 3, 32, 32)
+    torch.testing.assert_close(inputs, (p.compose(pixel) - mean) / std, atol=1e-5, rtol=1e-5)
+    got = p.score_features(masks.numpy())
+    ref = model.probabilities(p.compose(pixel), batch_size=4).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    fn = unveil.Model(lambda b: np.full((len(b), 2), 0.5, np.float32), input_size=(32, 32), mean=(0.5,) * 3,
+                      std=(0.25,) * 3, outputs="probabilities")
+    assert fn.normalization() is None
+    with pytest.raises(ValueError, match="no normalization"):
+        fn.probabilities(x, normalized=True)

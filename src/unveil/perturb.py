@@ -116,6 +116,13 @@ class Perturber:
         self.x = x
         self.baseline = baseline.to(x.device, x.dtype)
         self.diff = self.x - self.baseline
+        # the model's normalization applied once to the fixed parts: (b - mean) / std + m (x - b) / std is the
+        # normalized composite, made in one pass instead of composing and then normalizing every batch
+        norm = model.normalization()
+        self._normalized = None
+        if norm is not None:
+            mean, std = (t.to(x.device, x.dtype)[0] for t in norm)
+            self._normalized = ((self.baseline - mean) / std, self.diff / std)
         self.labels = None
         self.n_features = None
         if labels is not None:
@@ -158,9 +165,18 @@ class Perturber:
             raise ValueError("this Perturber has no segmentation: pass pixel masks")
         return masks.to(self.x.device, self.x.dtype)[:, self.labels]
 
+    def _model_inputs(self, pixel_masks: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The perturbed inputs as the model takes them: (inputs, whether they are already normalized)."""
+        if self._normalized is None:
+            return self.compose(pixel_masks), False
+        m = pixel_masks.to(self.x.device, self.x.dtype)
+        base, diff = self._normalized
+        return torch.addcmul(base, m.unsqueeze(1) if m.dim() == 3 else m, diff), True
+
     def _evaluate(self, pixel_masks: torch.Tensor, per_pass: int | None = None) -> np.ndarray:
         per_pass = per_pass or self._step(pixel_masks.shape[0])
-        probs = self.model.probabilities(self.compose(pixel_masks), batch_size=per_pass)
+        inputs, normalized = self._model_inputs(pixel_masks)
+        probs = self.model.probabilities(inputs, batch_size=per_pass, normalized=normalized)
         self.n_evals += pixel_masks.shape[0]
         return probs.numpy()
 

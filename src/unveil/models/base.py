@@ -287,11 +287,12 @@ class Model:
             for m in training:
                 m.training = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable raw outputs (logits for a torch module) of an N x C x H x W batch in [0, 1]."""
+    def forward(self, x: torch.Tensor, *, normalized: bool = False) -> torch.Tensor:
+        """Differentiable raw outputs (logits for a torch module) of an N x C x H x W batch in [0, 1]
+        (``normalized``: already normalized, see :meth:`normalization`)."""
         self.require_gradients()
         self._count(x.shape[0])
-        z = self._normalize(x)
+        z = x if normalized else self._normalize(x)
         if self.channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         with self.inference_behaviour():
@@ -345,28 +346,37 @@ class Model:
                         self._ort_wanted = False
         return self._ort
 
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean, std), each 1 x C x 1 x 1, with which the adapter normalizes a torch module's input; None when
+        it does not (callables and ONNX files get the batch in [0, 1]). A caller that builds many inputs from
+        fixed parts can normalize the parts once and pass ``normalized=True`` (the Perturber does)."""
+        return (self._mean, self._std) if self.is_torch and self._mean is not None else None
+
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(x - mean) / std per channel, when the model has them."""
         if self._mean is None:
             return x
         return (x - self._mean.to(x.device)) / self._std.to(x.device)
 
-    def _call_ort(self, session, input_name: str, x: torch.Tensor) -> torch.Tensor:
+    def _call_ort(self, session, input_name: str, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         self._count(x.shape[0])
-        arr = np.ascontiguousarray(self._normalize(x).detach().cpu().numpy(), dtype=np.float32)
+        z = x if normalized else self._normalize(x)
+        arr = np.ascontiguousarray(z.detach().cpu().numpy(), dtype=np.float32)
         out = session.run(None, {input_name: arr})[0]
         return self.to_probabilities(torch.from_numpy(np.asarray(out, dtype=np.float32)))
 
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
         return torch.softmax(out.float(), dim=1) if self.outputs == "logits" else out.float()
 
-    def _call_batch(self, x: torch.Tensor) -> torch.Tensor:
+    def _call_batch(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         if self.is_torch:
             ort = self._ort_session(create=x.shape[0] > 1)
             if ort is not None:
-                return self._call_ort(*ort, x)
+                return self._call_ort(*ort, x, normalized)
             with torch.inference_mode():
-                return self.to_probabilities(self.forward(x))
+                return self.to_probabilities(self.forward(x, normalized=normalized))
+        if normalized:
+            raise ValueError(f"model {self.name!r} takes its inputs in [0, 1]; it has no normalization")
         self._count(x.shape[0])
         batch = np.ascontiguousarray(x.detach().cpu().numpy().transpose(0, 2, 3, 1), dtype=np.float32)
         out = self.fn(batch)
@@ -380,12 +390,14 @@ class Model:
             )
         return self.to_probabilities(torch.from_numpy(out))
 
-    def probabilities(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Class probabilities (N x classes, float32, on the CPU) of an N x C x H x W batch in [0, 1]."""
+    def probabilities(self, x: torch.Tensor, batch_size: int | None = None, *,
+                      normalized: bool = False) -> torch.Tensor:
+        """Class probabilities (N x classes, float32, on the CPU) of an N x C x H x W batch in [0, 1], or
+        already normalized with :meth:`normalization` when ``normalized``."""
         if x.dim() == 3:
             x = x.unsqueeze(0)
         bs = batch_size or self.resolve_batch_size(x[:1])
-        outs = [self._call_batch(x[i : i + bs]) for i in range(0, x.shape[0], bs)]
+        outs = [self._call_batch(x[i : i + bs], normalized) for i in range(0, x.shape[0], bs)]
         return self.checked(torch.cat(outs))
 
     def checked(self, probs: torch.Tensor) -> torch.Tensor:
