@@ -374,12 +374,11 @@ def test_gradient_methods_do_not_calibrate_the_batch_size(image):
 
 
 
-def test_auto_batch_size_is_measured_on_a_large_request_itself(monkeypatch, image):
-    """LIME's 400 masks (fewer distinct ones) hold a whole calibration sweep: the sizes are timed on the request's own passes (the
-    fake clock of the test above: batch 1 wins, 32 never tried), every pass is a counted evaluation of the
-    explanation, nothing is spent besides, and the result equals that of a fixed batch size."""
+def _clocked_cells_model(monkeypatch, cost):
+    """A model function over 32 x 32 images (a logistic function of the means of a 4 x 4 grid of cells) whose
+    pass of n inputs advances a fake clock, patched into the batch-size sweep, by ``cost(n)``. Returns (the
+    function, the list of its pass sizes)."""
     import unveil.models.base as base
-    from unveil.models.base import sweep_images
 
     clock = [0.0]
     monkeypatch.setattr(base, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
@@ -388,11 +387,22 @@ def test_auto_batch_size_is_measured_on_a_large_request_itself(monkeypatch, imag
 
     def fn(batch):
         n = batch.shape[0]
-        clock[0] += n + n * n / 32
+        clock[0] += cost(n)
         sizes.append(n)
         cells = batch[..., 0].reshape(n, 4, 8, 4, 8).mean(axis=(2, 4)).reshape(n, 16)
         p = 1 / (1 + np.exp(-(cells @ w)))
         return np.stack([p, 1 - p], axis=1)
+
+    return fn, sizes
+
+
+def test_auto_batch_size_is_measured_on_a_large_request_itself(monkeypatch, image):
+    """LIME's 400 masks (fewer distinct ones) hold a whole calibration sweep: the sizes are timed on the request's own passes (the
+    fake clock of the test above: batch 1 wins, 32 never tried), every pass is a counted evaluation of the
+    explanation, nothing is spent besides, and the result equals that of a fixed batch size."""
+    from unveil.models.base import sweep_images
+
+    fn, sizes = _clocked_cells_model(monkeypatch, lambda n: n + n * n / 32)
 
     opts = dict(method="lime", n_samples=400, segmentation="grid", n_features=16, target=0, seed=0,
                 progress=False)
@@ -470,20 +480,7 @@ def test_a_medium_request_times_its_own_passes_for_itself(monkeypatch, image):
     warm-up and two timed passes at 1, 4, 8 and 16), the fastest size for the rest of it and for the same
     Perturber's later requests, every pass a counted evaluation; the model's "auto" size stays unmeasured; the
     scores equal those of a fixed batch size. Fake clock: a pass of n costs 10 + n, so 16 is the fastest."""
-    import unveil.models.base as base
-
-    clock = [0.0]
-    monkeypatch.setattr(base, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
-    calls = []
-    w = np.random.default_rng(0).normal(size=16)
-
-    def fn(batch):
-        n = batch.shape[0]
-        clock[0] += 10 + n
-        calls.append(n)
-        cells = batch[..., 0].reshape(n, 4, 8, 4, 8).mean(axis=(2, 4)).reshape(n, 16)
-        p = 1 / (1 + np.exp(-(cells @ w)))
-        return np.stack([p, 1 - p], axis=1)
+    fn, calls = _clocked_cells_model(monkeypatch, lambda n: 10 + n)
 
     auto = unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size="auto")
     _, x = auto.prepare(image)
