@@ -240,3 +240,28 @@ def test_antialiased_shrinking_equals_scikit_images_resize(shape, dtype):
         assert ours.shape == ref.shape and ours.dtype == dtype
         np.testing.assert_allclose(ours, ref, atol=1e-6 if dtype == np.float32 else 1e-12)
     np.testing.assert_allclose(resize(np.full(shape, 0.3, dtype), (20, 20)), 0.3, atol=1e-6)
+
+
+def test_resize_stays_in_the_input_range_and_reloads():
+    """Interpolation weights are convex, so resizing keeps the input's range; float rounding had given
+    1.0000001 on the white regions of scikit-image's coffee photo, which load_image then rejected. Shrinking
+    and enlarging clip to the input's range (as scikit-image's clip=True); load_image clips values within
+    FLOAT_SLACK of [0, 1] and still rejects values further out."""
+    import skimage.data
+
+    from unveil.images import FLOAT_SLACK, resize
+
+    img = load_image(skimage.data.coffee())
+    assert img.max() == 1.0
+    for size in [(224, 224), (401, 603), (900, 1300)]:
+        out = resize(img, size)
+        assert out.min() >= img.min() and out.max() <= 1.0
+        load_image(out)  # accepted as it is
+    signed = np.random.default_rng(3).normal(size=(40, 50)).astype(np.float32)
+    for size in [(12, 13), (90, 120)]:
+        out = resize(signed, size)
+        assert signed.min() <= out.min() and out.max() <= signed.max()
+    np.testing.assert_array_equal(load_image(np.array([[1 + FLOAT_SLACK / 2, -FLOAT_SLACK / 2]], np.float32)),
+                                  np.array([[[1.0] * 3, [0.0] * 3]], np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_image(np.array([[1 + 2 * FLOAT_SLACK, 0.5]], np.float32))

@@ -39,6 +39,10 @@ ImageLike = Union[str, os.PathLike, "PIL.Image.Image", np.ndarray]  # noqa: F821
 
 __all__ = ["load_image", "to_float", "to_float_rgb", "fit_channels", "rgb_projection", "resize", "ALPHA_RULES"]
 
+#: float images may stray this far outside [0, 1] by rounding (a resize of a white region gives 1.0000001):
+#: such values are clipped; anything further out is an error.
+FLOAT_SLACK = 1e-5
+
 #: what happens to an alpha channel when the model takes fewer channels than the image has.
 ALPHA_RULES = ("composite", "drop")
 
@@ -62,7 +66,9 @@ def to_float(array: np.ndarray, name: str = "image") -> np.ndarray:
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{name}: contains NaN or infinite values")
         lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
+        if -FLOAT_SLACK <= lo < 0.0 or 1.0 < hi <= 1.0 + FLOAT_SLACK:  # rounding of the caller's own arithmetic
+            x = np.clip(x, 0.0, 1.0)
+        elif lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
                 "divide by 255 (8-bit data) or 65535 (16-bit data) first"
@@ -242,6 +248,12 @@ def load_image(image: ImageLike, name: str = "image", *, channels: int | None = 
     return fit_channels(x, channels, alpha, background, name)
 
 
+def _clip_to(out: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``out`` clipped to the value range of ``image`` in place (as scikit-image's ``clip=True``): the
+    interpolation weights are convex, so this only removes rounding (1.0000001 from a white region)."""
+    return np.clip(out, image.min(), image.max(), out=out)
+
+
 def resize(image: np.ndarray, size: tuple[int, int], order: int = 1) -> np.ndarray:
     """Resize H x W (x C) float array to ``size`` = (height, width); anti-aliased when shrinking.
 
@@ -309,7 +321,7 @@ def _resize_linear_antialiased(image: np.ndarray, size: tuple[int, int]) -> np.n
     rows = _axis_matrix(h, oh, dt) @ image.reshape(h, w * c)  # oh x (w c)
     cols = rows.reshape(oh, w, c).transpose(1, 0, 2).reshape(w, oh * c)
     out = (_axis_matrix(w, ow, dt) @ cols).reshape(ow, oh, c).transpose(1, 0, 2)
-    return np.ascontiguousarray(out.reshape((oh, ow) + image.shape[2:]), dtype=image.dtype)
+    return _clip_to(np.ascontiguousarray(out.reshape((oh, ow) + image.shape[2:]), dtype=image.dtype), image)
 
 
 def _resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -321,4 +333,4 @@ def _resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     t = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
     out = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0]
     out = out[0] if image.ndim == 2 else out.permute(1, 2, 0)
-    return out.numpy().astype(image.dtype, copy=False)
+    return _clip_to(out.numpy(), work).astype(image.dtype, copy=False)
