@@ -308,7 +308,7 @@ class FailsOnCall(ReluNet):
         return super().forward(x)
 
 
-@pytest.mark.parametrize("name,fail_at", [("deeplift", 1), ("deeplift", 2), ("elrp", 1), ("gradcam", 2),
+@pytest.mark.parametrize("name,fail_at", [("deeplift", 1), ("deeplift", 2), ("elrp", 1), ("gradcam", 1),
                                           ("integrated_gradients", 3), ("smoothgrad", 2), ("saliency", 1)])
 def test_nothing_left_after_an_exception(img, name, fail_at):
     net = FailsOnCall(fail_at)
@@ -511,3 +511,21 @@ def test_rescale_multiplier_is_the_secant_or_the_derivative(module):
     assert got.shape == z.shape and torch.isfinite(got).all()
     assert int((dz.abs() <= 1e-5).sum()) >= 25 + 25 + 8
     torch.testing.assert_close(got.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_gradcam_reuses_the_prediction_pass(img):
+    """Grad-CAM records its layer's output during the prediction pass and backpropagates from that pass's
+    score: n_evals 1, the same maps as a separate pass, no hooks left; SmoothGrad over it runs its own passes."""
+    from unveil.methods.gradcam import gradcam_maps
+
+    net = ReluNet()
+    model = wrap(net)
+    for layer in (None, "c1"):
+        exp = explain(model, img, "gradcam", layer=layer)
+        assert exp.n_evals == 1 and hook_count(net) == 0
+        _, x = model.prepare(img)
+        maps, raw, used = gradcam_maps(model, x.unsqueeze(0), exp.target, layer=layer)
+        assert used == exp.extras["layer"] == (layer or "c2")
+        np.testing.assert_allclose(exp.extras["raw_map"], raw[0, 0].numpy(), atol=1e-6)
+    sg = explain(model, img, "smoothgrad", base="gradcam", n_samples=3)
+    assert sg.n_evals == 1 + 3 and np.isfinite(sg.map).all()

@@ -2,19 +2,22 @@
 of d score / d A_k, summed over k, then ReLU. The coarse map (the layer's resolution) is returned with
 ``interpolation="bilinear"``, so the pipeline upsamples it to the image.
 
-The layer's output is captured by a forward hook that exists only during the call (removed in ``finally``);
+The layer's output is captured by a forward hook that exists only during a pass (removed in ``finally``): the
+call's prediction pass, whose graph Grad-CAM then reuses, or its own pass for other inputs (SmoothGrad's);
 the gradient is taken with ``torch.autograd.grad`` with respect to that output, so no backward hooks and no
 ``.grad`` are left on the user's module.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .gradients import Attributor, _require_torch, check_output, register_attributor, run_attributor, target_scores
 from .registry import Context, MethodResult, register
 
-__all__ = ["resolve_layer", "gradcam_maps", "build_gradcam"]
+__all__ = ["resolve_layer", "captured_outputs", "gradcam_maps", "build_gradcam"]
 
 
 def resolve_layer(net: torch.nn.Module, layer: str | None) -> tuple[str | None, torch.nn.Module | None]:
@@ -33,48 +36,68 @@ def resolve_layer(net: torch.nn.Module, layer: str | None) -> tuple[str | None, 
     return layer, names[layer]
 
 
-def gradcam_maps(
-    model, xs: torch.Tensor, target: int, *, layer: str | None = None, output: str = "logit", batch_size: int = 16
-) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Grad-CAM of N inputs (N x C x H x W in [0, 1]).
-
-    Returns (N x 1 x h x w maps after ReLU, the same before ReLU, the layer's name); h x w is the layer's
-    output resolution.
-    """
-    _require_torch(model)
-    net = model.fn
+@contextlib.contextmanager
+def captured_outputs(net: torch.nn.Module, layer: str | None):
+    """Inside the block, forward passes record the output of ``layer`` (default: of every ``Conv2d``) as
+    (name, output) pairs, in call order, in the list this yields; the hooks are removed on exit."""
     name, module = resolve_layer(net, layer)
     targets = [(name, module)] if module is not None else [
         (n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)
     ]
+    seen: list = []
+    handles = []
+    try:
+        for n, m in targets:
+            handles.append(m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, out))))
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _weighted_maps(scores: torch.Tensor, seen: list, layer: str | None):
+    """(maps after ReLU, before ReLU, layer name) from the target ``scores`` of a pass that recorded the
+    layer's outputs in ``seen`` (the last one counts)."""
+    if not seen:
+        raise ValueError(f"gradcam: layer {layer or 'conv'!r} was not called by the forward pass")
+    used, a = seen[-1]
+    if not isinstance(a, torch.Tensor) or a.dim() != 4:
+        raise ValueError(f"gradcam: layer {used!r} gives {type(a).__name__} "
+                         f"{tuple(getattr(a, 'shape', ()))}; expected N x K x h x w feature maps")
+    (g,) = torch.autograd.grad(scores.sum(), a, allow_unused=True)
+    if g is None:
+        g = torch.zeros_like(a)
+    alpha = g.detach().float().mean(dim=(2, 3), keepdim=True)
+    raw = (alpha * a.detach().float()).sum(dim=1, keepdim=True)
+    return torch.relu(raw), raw, used
+
+
+def gradcam_maps(
+    model, xs: torch.Tensor, target: int, *, layer: str | None = None, output: str = "logit", batch_size: int = 16,
+    kept: tuple | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Grad-CAM of N inputs (N x C x H x W in [0, 1]).
+
+    ``kept``: (leaf, raw outputs, recorded layer outputs) of a forward pass of ``xs`` already made inside
+    :func:`captured_outputs` (the call's prediction pass): only its partial backward runs.
+    Returns (N x 1 x h x w maps after ReLU, the same before ReLU, the layer's name); h x w is the layer's
+    output resolution.
+    """
+    _require_torch(model)
+    if kept is not None:
+        _, raw_out, seen = kept
+        return _weighted_maps(target_scores(model, raw_out, target, output), seen, layer)
     maps, raws = [], []
-    used = name
+    used = layer
     for s in range(0, xs.shape[0], batch_size):
-        seen: list = []
-        handles = []
-        try:
-            for n, m in targets:
-                handles.append(m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, out))))
+        with captured_outputs(model.fn, layer) as seen:
             xb = xs[s : s + batch_size].detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 sc = target_scores(model, model.forward(xb), target, output)
-                if not seen:
-                    raise ValueError(f"gradcam: layer {used or 'conv'!r} was not called by the forward pass")
-                used, a = seen[-1]
-                if not isinstance(a, torch.Tensor) or a.dim() != 4:
-                    raise ValueError(f"gradcam: layer {used!r} gives {type(a).__name__} "
-                                     f"{tuple(getattr(a, 'shape', ()))}; expected N x K x h x w feature maps")
-                (g,) = torch.autograd.grad(sc.sum(), a, allow_unused=True)
-        finally:
-            for h in handles:
-                h.remove()
-            seen.clear()
-        if g is None:
-            g = torch.zeros_like(a)
-        alpha = g.detach().float().mean(dim=(2, 3), keepdim=True)
-        raw = (alpha * a.detach().float()).sum(dim=1, keepdim=True)
+        m, raw, used = _weighted_maps(sc, seen, used)
+        seen.clear()
         raws.append(raw)
-        maps.append(torch.relu(raw))
+        maps.append(m)
     return torch.cat(maps), torch.cat(raws), used
 
 
@@ -86,7 +109,7 @@ def build_gradcam(ctx: Context, *, layer: str | None = None, output: str = "logi
 
     def attribute(xs):
         m, raw, used = gradcam_maps(ctx.model, xs, ctx.target, layer=layer, output=output,
-                                    batch_size=ctx.gradient_batch_for(len(xs)))
+                                    batch_size=ctx.gradient_batch_for(len(xs)), kept=ctx.take_prediction(xs))
         extras["layer"] = used
         extras["raw_map"] = raw[0, 0].cpu().numpy()
         return m
@@ -101,6 +124,7 @@ register_attributor("gradcam", build_gradcam)
     "gradcam",
     family="gradient",
     needs_gradients=True,
+    reuses_prediction=lambda model, x, options: captured_outputs(model.fn, options.get("layer")),
     description="Grad-CAM (Selvaraju et al. 2017): ReLU of a conv layer's gradient-weighted feature maps",
 )
 def gradcam(ctx: Context, *, layer: str | None = None, output: str = "logit") -> MethodResult:
