@@ -13,6 +13,10 @@ from .tabular_explain import DEFAULT_TABULAR_METHOD
 __all__ = ["main", "build_parser"]
 
 
+def _evals(n: int) -> str:
+    return f"{n} evaluation{'' if n == 1 else 's'}"
+
+
 def _batch_size(text: str):
     if text == "auto":
         return "auto"
@@ -157,7 +161,7 @@ def cmd_explain(args) -> int:
             exp.plot(base.with_suffix(".png"))
             exp.save(base.with_suffix(".npz"))
             print(
-                f"  {method}: target {exp.target} '{exp.label}' p={exp.score:.4f}, {exp.n_evals} evals, "
+                f"  {method}: target {exp.target} '{exp.label}' p={exp.score:.4f}, {_evals(exp.n_evals)}, "
                 f"{exp.seconds:.1f} s -> {base}.png/.npz/.json"
             )
     return 0
@@ -276,7 +280,7 @@ def cmd_evaluate(args) -> int:
         }, indent=2))
         return 0
     print(f"{args.image}: {exp.method}, target {exp.target} '{exp.label}' p={exp.score:.4f}, "
-          f"{exp.n_evals} evals, {exp.seconds:.1f} s")
+          f"{_evals(exp.n_evals)}, {exp.seconds:.1f} s")
     print(f"  {'metric':<15s} {'score':>8s}  {'better':<7s} {'evals':>6s}  notes")
     for name, r in results.items():
         notes = ""
@@ -340,7 +344,7 @@ def cmd_explain_table(args) -> int:
         }, indent=2))
         return 0
     print(f"{args.csv} row {args.row}: {exp.method}, target {exp.target} '{exp.label}' score={exp.score:.4f}, "
-          f"{exp.n_evals} evals, {exp.seconds:.2f} s, {len(background)} background rows")
+          f"{_evals(exp.n_evals)}, {exp.seconds:.2f} s, {len(background)} background rows")
     width = max(len(names[i]) for i in order[: args.top])
     for i in order[: args.top]:
         print(f"  {names[i]:<{width}s} = {exp.values[i]:<12.6g} {exp.weights[i]:+.6f}")
