@@ -477,9 +477,10 @@ def _distinct_masks(start: int, stop: int, k: int = 16) -> np.ndarray:
 
 def test_a_medium_request_times_its_own_passes_for_itself(monkeypatch, image):
     """A request of 100 new inputs (under a whole sweep of 253): a quick sweep on its own first passes (a
-    warm-up and two timed passes at 1, 4, 8 and 16), the fastest size for the rest of it and for the same
-    Perturber's later requests, every pass a counted evaluation; the model's "auto" size stays unmeasured; the
-    scores equal those of a fixed batch size. Fake clock: a pass of n costs 10 + n, so 16 is the fastest."""
+    warm-up and two timed passes at 1, 4, 8 and 16), the fastest size for the rest of it and for later
+    requests, every pass a counted evaluation; the model's "auto" size stays unmeasured; the scores equal
+    those of a fixed batch size. Fake clock: a pass of n costs 10 + n, so the largest size tried is the
+    fastest."""
     fn, calls = _clocked_cells_model(monkeypatch, lambda n: 10 + n)
 
     auto = unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size="auto")
@@ -496,6 +497,17 @@ def test_a_medium_request_times_its_own_passes_for_itself(monkeypatch, image):
     ref = Perturber(unveil.Model(fn, input_size=(32, 32), outputs="probabilities", batch_size=7), x, zero, labels)
     np.testing.assert_allclose(got, ref.score_features(_distinct_masks(0, 100)), atol=1e-6)
     np.testing.assert_allclose(later, ref.score_features(_distinct_masks(100, 120)), atol=1e-6)
+    assert list(auto.quick_batch_timings) == [1, 4, 8, 16]
+    # the next call's Perturber reuses the choice without timing; a request that can try 32 as well times again
+    calls.clear()
+    Perturber(auto, x, zero, labels).score_features(_distinct_masks(200, 300))
+    assert calls == [16] * 6 + [4]
+    calls.clear()
+    Perturber(auto, x, zero, labels).score_features(_distinct_masks(300, 500))
+    assert calls == [1] * 3 + [4] * 3 + [8] * 3 + [16] * 3 + [32] * 3 + [17]
+    assert list(auto.quick_batch_timings) == [1, 4, 8, 16, 32] and not auto.batch_size_known
+    auto.batch_size = "auto"  # setting the size forgets the quick choice
+    assert auto.quick_batch_timings == {}
 
 
 @pytest.mark.slow

@@ -87,8 +87,9 @@ def make_baseline(
 #: model in one pass (STREAK asks a few inputs per arriving segment, at most one per live threshold, and
 #: measuring would take several times its whole run), and a request too small for a quick sweep
 #: (:func:`~unveil.models.base.quick_sizes`) in passes of this many. Larger requests time their own passes:
-#: a whole sweep, kept for the model, from ``sweep_images()`` (253) inputs; a quick one below that, for the
-#: rest of the call only. Synthetic calibration passes run only where a batch size is asked for outright.
+#: a whole sweep, kept for the model, from ``sweep_images()`` (253) inputs; a quick one below that, kept
+#: aside for later requests of its kind. Synthetic calibration passes run only where a batch size is asked
+#: for outright.
 SMALL_REQUEST = 8
 
 
@@ -220,8 +221,8 @@ class Perturber:
         """Call ``run(start, stop)`` (inputs start..stop-1 in one pass) over a request of ``total`` inputs. An
         unmeasured ``"auto"`` batch size is measured on the request's own first passes: a whole sweep, kept
         for the model, when the request holds one (:func:`~unveil.models.base.sweep_images`); else a quick
-        sweep (:meth:`~unveil.models.Model.quick_batch_size_on`) whose choice serves the rest of this
-        Perturber's work only. Then passes of the batch size (see :meth:`_step`)."""
+        sweep (:meth:`~unveil.models.Model.quick_batch_size_on`, whose choice later requests reuse), which
+        serves the rest of this Perturber's work. Then passes of the batch size (see :meth:`_step`)."""
         done = 0
 
         def advance(n: int) -> None:

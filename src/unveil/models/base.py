@@ -108,6 +108,8 @@ class Model:
             batch_size = "auto" if self.is_torch else 32
         self._batch_request = _check_batch_size(batch_size)
         self._batch_resolved: int | None = None if batch_size == "auto" else int(batch_size)
+        self.quick_batch_timings: dict[int, float] = {}  # the last quick sweep's {size: img/s}, see below
+        self._quick_tried = 0  # candidate sizes that sweep could try
         self.channels_last = bool(channels_last)
         self.eval_mode = bool(eval_mode)
         if channels is not None and (
@@ -423,6 +425,7 @@ class Model:
     def batch_size(self, value: int | str) -> None:
         self._batch_request = _check_batch_size(value)
         self._batch_resolved = None if value == "auto" else int(value)
+        self.quick_batch_timings, self._quick_tried = {}, 0
 
     @property
     def batch_size_known(self) -> bool:
@@ -444,15 +447,20 @@ class Model:
         return self._batch_resolved
 
     def quick_batch_size_on(self, run, total: int) -> int | None:
-        """The fastest batch size for the rest of a request of ``total`` new inputs too small for
-        :meth:`measure_batch_size_on`, timed on its own first passes: at each of :func:`quick_sizes` a warm-up
-        and two timed passes (every pass a real, counted evaluation). Only for this request: the model's
-        ``"auto"`` size stays unmeasured. None (nothing run) when fewer than two sizes fit."""
+        """The batch size for a request of ``total`` new inputs too small for :meth:`measure_batch_size_on`:
+        the fastest of :func:`quick_sizes`, timed on the request's own first passes (a warm-up and two timed
+        passes at each size, every pass a real, counted evaluation), and kept in ``quick_batch_timings`` for
+        later requests, which reuse it without timing unless they could try more sizes than it did. The
+        model's ``"auto"`` size itself stays unmeasured (two passes per size are too few to keep for good).
+        None (nothing run) when fewer than two sizes fit."""
         sizes = quick_sizes(total)
         if not sizes:
             return None
-        self._ort_session(create=True)  # measure what will run
-        return _sweep(run, sizes, images=0)[0]
+        if self._quick_tried < len(sizes):
+            self._ort_session(create=True)  # measure what will run
+            _, self.quick_batch_timings = _sweep(run, sizes, images=0)
+            self._quick_tried = len(sizes)
+        return max(self.quick_batch_timings, key=self.quick_batch_timings.get)
 
     def resolve_batch_size(self, sample: torch.Tensor | None = None) -> int:
         """The batch size in force; ``"auto"`` is measured once, on the first call, on ``sample``'s shape."""
