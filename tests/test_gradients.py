@@ -529,3 +529,39 @@ def test_gradcam_reuses_the_prediction_pass(img):
         np.testing.assert_allclose(exp.extras["raw_map"], raw[0, 0].numpy(), atol=1e-6)
     sg = explain(model, img, "smoothgrad", base="gradcam", n_samples=3)
     assert sg.n_evals == 1 + 3 and np.isfinite(sg.map).all()
+
+
+def test_long_gradient_methods_report_progress(img, monkeypatch):
+    """Integrated gradients counts its path points on a progress bar; SmoothGrad counts its samples on one bar
+    and keeps the bar of the method it wraps off; progress=False turns them off."""
+    import importlib
+
+    gm = importlib.import_module("unveil.methods.gradients")  # (unveil.methods is also a function)
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, enabled, unit="img"):
+            self.record = {"total": total, "desc": desc, "enabled": enabled, "done": 0}
+            bars.append(self.record)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            self.record["done"] += n
+
+    monkeypatch.setattr(gm, "progress_bar", Bar)
+    model = wrap(ReluNet(), batch_size=3)
+    unveil.explain(model, img, method="integrated_gradients", n_steps=20, progress=True)
+    assert bars == [{"total": 20, "desc": "integrated gradients", "enabled": True, "done": 20}]
+    bars.clear()
+    unveil.explain(model, img, method="smoothgrad", base="integrated_gradients", base_options={"n_steps": 4},
+                   n_samples=5, progress=True)
+    assert bars[0] == {"total": 5, "desc": "smoothgrad (integrated_gradients)", "enabled": True, "done": 5}
+    assert len(bars) == 1 + 2 and not any(b["enabled"] for b in bars[1:])  # one IG call per chunk of 3 samples
+    bars.clear()
+    unveil.explain(model, img, method="integrated_gradients", n_steps=20, progress=False)
+    assert bars[0]["enabled"] is False

@@ -93,6 +93,13 @@ def make_baseline(
 SMALL_REQUEST = 8
 
 
+def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "img"):
+    """A tqdm bar over ``total`` model inputs, shown only when ``enabled`` and on a terminal; gone when done."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=(not enabled) or None, leave=False)
+
+
 class Perturber:
     """Scores perturbed copies of one model input ``x`` (C x H x W, in [0, 1], on the model's device).
 
@@ -182,9 +189,7 @@ class Perturber:
         return probs.numpy()
 
     def _bar(self, total: int | None):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=self.desc, unit="img", disable=(not self.progress) or None, leave=False)
+        return progress_bar(total, self.desc, self.progress)
 
     # ----------------------------------------------------------------- scoring
     @staticmethod

@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..perturb import make_baseline
+from ..perturb import make_baseline, progress_bar
 from .registry import Context, MethodResult, register
 
 __all__ = [
@@ -158,6 +158,7 @@ def integrated_gradient_sums(
     method: str = "gausslegendre",
     output: str = "logit",
     batch_size: int = 16,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Integrated gradients of each input in ``xs`` (N x C x H x W) from ``baseline`` (C x H x W).
 
@@ -182,12 +183,15 @@ def integrated_gradient_sums(
 
     w32 = w.float()
     start = 0
-    for _, g in chunked_gradients(model, chunks(), target, output=output):
-        j = idx[start : start + g.shape[0]]
-        owners, counts = torch.unique_consecutive(j // m, return_counts=True)
-        for i, part_w, part_g in zip(owners.tolist(), w32[j % m].split(counts.tolist()), g.split(counts.tolist())):
-            total[i] += torch.tensordot(part_w, part_g, dims=1).double()  # one weighted sum per input
-        start += g.shape[0]
+    with progress_bar(n * m, "integrated gradients", progress) as bar:
+        for _, g in chunked_gradients(model, chunks(), target, output=output):
+            j = idx[start : start + g.shape[0]]
+            owners, counts = torch.unique_consecutive(j // m, return_counts=True)
+            for i, part_w, part_g in zip(owners.tolist(), w32[j % m].split(counts.tolist()),
+                                         g.split(counts.tolist())):
+                total[i] += torch.tensordot(part_w, part_g, dims=1).double()  # one weighted sum per input
+            start += g.shape[0]
+            bar.update(g.shape[0])
     return (diff.double() * total).float()
 
 
@@ -229,6 +233,9 @@ class Attributor:
     interpolation: str = "bilinear"
     baseline: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
+    #: may show a progress bar of its own (integrated gradients' many passes); SmoothGrad, which shows one
+    #: over its samples, turns it off for the method it wraps
+    progress: bool = True
 
 
 #: name -> builder ``fn(ctx, **options) -> Attributor``; smoothgrad composes any of them.
@@ -309,9 +316,11 @@ def build_integrated_gradients(
 
     def attribute(xs):
         return integrated_gradient_sums(ctx.model, xs, base, ctx.target, n_steps=n_steps, method=integration,
-                                        output=output, batch_size=ctx.gradient_batch_size)
+                                        output=output, batch_size=ctx.gradient_batch_size,
+                                        progress=ctx.progress and att.progress)
 
-    return Attributor(attribute, baseline=base)
+    att = Attributor(attribute, baseline=base)
+    return att
 
 
 register_attributor("saliency", build_saliency)
@@ -401,15 +410,18 @@ def smoothgrad(
     if base == "smoothgrad":
         raise ValueError("base: smoothgrad cannot wrap itself")
     att = build_attributor(base, ctx, base_options)
+    att.progress = False  # one bar, over the samples
     x = ctx.x
     sigma = float(noise) * float(x.max() - x.min())
     total = None
     chunk = max(1, ctx.gradient_batch_size)
-    for s in range(0, n, chunk):
-        # one draw per sample, so the noise does not depend on the batch size
-        eps = torch.stack([torch.randn(x.shape, generator=ctx.generator) for _ in range(min(chunk, n - s))])
-        a = att.attribute(x.unsqueeze(0) + sigma * eps.to(x.device, x.dtype)).double().sum(0, keepdim=True)
-        total = a if total is None else total + a
+    with progress_bar(n, f"smoothgrad ({base})", ctx.progress, unit="sample") as bar:
+        for s in range(0, n, chunk):
+            # one draw per sample, so the noise does not depend on the batch size
+            eps = torch.stack([torch.randn(x.shape, generator=ctx.generator) for _ in range(min(chunk, n - s))])
+            a = att.attribute(x.unsqueeze(0) + sigma * eps.to(x.device, x.dtype)).double().sum(0, keepdim=True)
+            total = a if total is None else total + a
+            bar.update(eps.shape[0])
     mean = (total / n).float()
     heat = att.reduce(mean)[0]
     extras = {"attribution": mean[0].cpu().numpy(), "base": base, "sigma": sigma, "n_samples": n, **att.extras}
