@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..perturb import progress_bar
+
 __all__ = ["OptimResult", "optimize", "check_common", "explain_batch", "image_generators", "DEFAULT_GROUP"]
 
 #: the most images :func:`explain_batch` optimizes as one batch unless told otherwise.
@@ -136,9 +138,7 @@ def optimize(
     steps = np.zeros(n, dtype=np.int64)
     confirms = np.zeros(n, dtype=np.int64)
     traces: list[list[float]] = [[] for _ in range(n)]
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=iterations, desc=desc, unit="step", disable=(not progress) or None, leave=False)
+    bar = progress_bar(iterations, desc, progress, unit="step")
     try:
         for step in range(iterations):
             rows = torch.nonzero(~done).flatten()
