@@ -203,7 +203,7 @@ def test_counting_and_auto_batch_size(image):
     model = unveil.Model(TinyNet(), input_size=(32, 32), batch_size="auto")
     with model.counting() as c:
         exp = unveil.explain(model, image, method="occlusion", window=8, progress=False)
-    # a request under a whole sweep times its own passes for itself only: the model stays unmeasured
+    # a request under a whole sweep times a quick sweep on its own passes: the model's size stays unmeasured
     assert model.batch_size == "auto" and not hasattr(model, "batch_timings")
     assert c[0] == exp.n_evals == model.n_evals
     _, x = model.prepare(image)
@@ -373,7 +373,6 @@ def test_gradient_methods_do_not_calibrate_the_batch_size(image):
         assert [n for n in sizes if n > 1] == expected
 
 
-
 def _clocked_cells_model(monkeypatch, cost):
     """A model function over 32 x 32 images (a logistic function of the means of a 4 x 4 grid of cells) whose
     pass of n inputs advances a fake clock, patched into the batch-size sweep, by ``cost(n)``. Returns (the
@@ -475,7 +474,7 @@ def _distinct_masks(start: int, stop: int, k: int = 16) -> np.ndarray:
     return ((np.arange(start, stop)[:, None] >> np.arange(k)) & 1).astype(np.float32)
 
 
-def test_a_medium_request_times_its_own_passes_for_itself(monkeypatch, image):
+def test_a_medium_request_times_a_quick_sweep_on_its_own_passes(monkeypatch, image):
     """A request of 100 new inputs (under a whole sweep of 253): a quick sweep on its own first passes (a
     warm-up and two timed passes at 1, 4, 8 and 16), the fastest size for the rest of it and for later
     requests, every pass a counted evaluation; the model's "auto" size stays unmeasured; the scores equal
