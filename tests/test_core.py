@@ -548,3 +548,25 @@ def test_perturbed_inputs_are_normalized_from_normalized_parts(image):
     assert fn.normalization() is None
     with pytest.raises(ValueError, match="no normalization"):
         fn.probabilities(x, normalized=True)
+
+
+def test_mean_and_std_are_checked_when_the_model_is_made():
+    """Bad normalization is a clear error at Model(...), not a crash inside the first forward pass."""
+    from conftest import TinyNet
+
+    net = TinyNet()
+    for kwargs, message in [
+        (dict(mean=(0.5, 0.5, 0.5)), "pass both"),
+        (dict(std=(0.2, 0.2, 0.2)), "pass both"),
+        (dict(mean=(0.5, 0.5), std=(0.2, 0.2, 0.2)), "channel count is 3"),
+        (dict(mean=(0.5, 0.5, 0.5), std=(0.2, 0.0, 0.2)), "positive"),
+        (dict(mean=(0.5, float("nan"), 0.5), std=0.2), "finite"),
+        (dict(mean="gray", std=0.2), "expected numbers"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            unveil.Model(net, input_size=(32, 32), **kwargs)
+    one = unveil.Model(net, input_size=(32, 32), mean=0.5, std=(0.2, 0.25, 0.3))
+    mean, std = one.normalization()
+    assert mean.flatten().tolist() == [0.5] * 3 and std.shape == (1, 3, 1, 1)
+    free = unveil.Model(net, input_size=(32, 32), channels=None, mean=(0.4, 0.5), std=(0.2, 0.3))
+    assert free.normalization()[0].shape == (1, 2, 1, 1)  # each image keeps its channels: any count

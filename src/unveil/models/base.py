@@ -37,7 +37,8 @@ class Model:
     labels:
         class names, index = class number.
     mean, std:
-        per-channel normalization applied before a torch module (ignored for callables).
+        per-channel normalization applied before a torch module (ignored for callables): both or neither,
+        one value or one per channel each, std positive; checked here.
     outputs:
         ``"logits"`` (softmax is applied to get probabilities) or ``"probabilities"``. Default: logits for
         torch modules, probabilities for callables.
@@ -125,8 +126,17 @@ class Model:
             raise ValueError(f"max_side: expected a positive int or None, got {max_side!r}")
         self.max_side = None if max_side is None else int(max_side)
         self.name = name or (type(fn).__name__ if self.is_torch else getattr(fn, "__name__", "callable"))
-        self._mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self._std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        if (mean is None) != (std is None):
+            raise ValueError("mean and std: pass both (the input becomes (x - mean) / std) or neither")
+        self._mean = self._std = None
+        if mean is not None:
+            m, sd = per_channel("mean", mean, self.channels), per_channel("std", std, self.channels)
+            if not np.all(sd > 0):
+                raise ValueError(f"std: expected positive values, got {std!r}")
+            if m.size != sd.size and 1 not in (m.size, sd.size):
+                raise ValueError(f"mean and std: {m.size} and {sd.size} values; expected as many (or one)")
+            self._mean = torch.from_numpy(m).view(1, -1, 1, 1)
+            self._std = torch.from_numpy(sd).view(1, -1, 1, 1)
         self.n_evals = 0
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -471,6 +481,21 @@ class Model:
                 sample = torch.rand(1, self.channels or 3, *self.input_size, device=self.device)
             self._batch_resolved, self.batch_timings = measure_batch_size(self, sample)
         return self._batch_resolved
+
+
+def per_channel(name: str, value, channels: int | None, owner: str = "the model") -> np.ndarray:
+    """``value`` (one number, or one per channel) as finite float32 values, one per channel when ``channels``
+    is known (one value is repeated); a ValueError naming ``name`` otherwise."""
+    try:
+        arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected numbers, got {value!r}") from None
+    if channels is not None and arr.size == 1:
+        arr = np.repeat(arr, channels)
+    if arr.size == 0 or (channels is not None and arr.size != channels) or not np.all(np.isfinite(arr)):
+        count = f"{owner}'s channel count is {channels}; expected 1 or {channels}" if channels else "expected"
+        raise ValueError(f"{name}: {count} finite values, got {value!r}")
+    return arr
 
 
 def _check_batch_size(value) -> int | str:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .base import Model
+from .base import Model, per_channel
 from .default import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["OnnxFunction", "OnnxModel", "load_onnx", "export_onnx", "default_providers"]
@@ -53,16 +53,7 @@ def _static(dim) -> int | None:
 
 def _per_channel(name: str, value, channels: int) -> np.ndarray:
     """``value`` as ``channels`` float32 values (one value is repeated); ValueError otherwise."""
-    try:
-        arr = np.asarray(value, dtype=np.float32).reshape(-1)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected numbers, got {value!r}") from None
-    if arr.size == 1:
-        arr = np.repeat(arr, channels)
-    if arr.size != channels or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: the graph's channel count is {channels}; expected 1 or {channels} finite values, "
-                         f"got {value!r}")
-    return arr
+    return per_channel(name, value, channels, owner="the graph")
 
 
 class OnnxFunction:
