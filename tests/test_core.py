@@ -570,3 +570,15 @@ def test_mean_and_std_are_checked_when_the_model_is_made():
     assert mean.flatten().tolist() == [0.5] * 3 and std.shape == (1, 3, 1, 1)
     free = unveil.Model(net, input_size=(32, 32), channels=None, mean=(0.4, 0.5), std=(0.2, 0.3))
     assert free.normalization()[0].shape == (1, 2, 1, 1)  # each image keeps its channels: any count
+
+
+def test_input_size_and_label_count_errors(image):
+    from conftest import TinyNet
+
+    for size in (32, (32,), (32, 32, 3), (True, 32)):
+        with pytest.raises(ValueError, match="input_size"):
+            unveil.Model(TinyNet(), input_size=size)
+    wrong = unveil.Model(TinyNet(), input_size=(32, 32), labels=["a", "b"])
+    n = wrong.fn(torch.zeros(1, 3, 32, 32)).shape[1]
+    with pytest.raises(ValueError, match=f"returned {n} class scores but has 2 labels"):
+        unveil.explain(wrong, image, method="occlusion", window=8, progress=False)

@@ -94,8 +94,9 @@ class Model:
         self.is_torch = isinstance(fn, torch.nn.Module)
         if input_size is not None:
             if (
-                len(tuple(input_size)) != 2
-                or not all(isinstance(v, (int, np.integer)) and v > 0 for v in input_size)
+                not isinstance(input_size, (tuple, list))
+                or len(input_size) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in input_size)
             ):
                 raise ValueError(f"input_size: expected (height, width) positive ints, got {input_size!r}")
             input_size = (int(input_size[0]), int(input_size[1]))
@@ -413,10 +414,14 @@ class Model:
         return self.checked(torch.cat(outs))
 
     def checked(self, probs: torch.Tensor) -> torch.Tensor:
-        """``probs`` detached on the CPU; a ValueError naming the model if any is NaN or infinite."""
+        """``probs`` detached on the CPU; a ValueError naming the model if any is NaN or infinite, or if their
+        class count differs from the number of ``labels``."""
         probs = probs.detach().cpu()
         if not torch.isfinite(probs).all():
             raise ValueError(f"model {self.name!r} returned NaN or infinite scores")
+        if self.labels is not None and probs.dim() == 2 and probs.shape[1] != len(self.labels):
+            raise ValueError(f"model {self.name!r} returned {probs.shape[1]} class scores but has "
+                             f"{len(self.labels)} labels; pass one label per class (or labels=None)")
         return probs
 
     def predict(self, image, k: int = 5) -> list[tuple[int, str, float]]:
