@@ -147,3 +147,25 @@ def test_explain_on_the_default_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tabby" in out or "Egyptian cat" in out or "tiger cat" in out
     assert (tmp_path / "cat_occlusion.png").exists()
+
+
+def test_a_torch_file_that_does_not_score_1000_classes_gets_numbered_classes(tmp_path, photo, capsys):
+    class Small10(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 4, 16, stride=16)
+            self.fc = torch.nn.Linear(4 * 14 * 14, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+    path = tmp_path / "ten.pt2"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(Small10().eval(), (torch.rand(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    out = tmp_path / "out"
+    assert main(["explain", photo, "--model", str(path), "--method", "saliency", "--out", str(out),
+                 "--no-progress"]) == 0
+    meta = json.loads(next(out.glob("*.json")).read_text())
+    assert meta["label"] == f"class {meta['target']}" and 0 <= meta["target"] < 10

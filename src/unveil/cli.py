@@ -127,8 +127,13 @@ def load_cli_model(spec: str, batch_size="auto"):
             module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as err:  # torch raises many kinds here
         raise ValueError(f"--model: cannot load {path} ({type(err).__name__}: {err})") from None
-    return Model(module, input_size=INPUT_SIZE, labels=imagenet_labels(), mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, batch_size=batch_size, name=path.stem)
+    model = Model(module, input_size=INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size=batch_size,
+                  name=path.stem)
+    # ImageNet's class names when the module scores 1000 classes (one pass on a blank input tells); else
+    # classes are numbered
+    if model.probabilities(torch.zeros(1, 3, *INPUT_SIZE), batch_size=1).shape[1] == len(imagenet_labels()):
+        model.labels = list(imagenet_labels())
+    return model
 
 
 def _print_top(model, path: str, image) -> None:
