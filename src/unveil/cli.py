@@ -107,7 +107,7 @@ def load_cli_model(spec: str, batch_size="auto"):
         raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file (.pt2, TorchScript or .onnx)")
     import torch
 
-    from .models import Model, imagenet_labels
+    from .models import Model
     from .models.default import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 
     if path.suffix.lower() == ".onnx":
@@ -117,9 +117,7 @@ def load_cli_model(spec: str, batch_size="auto"):
             raise ValueError(f"--model {spec!r}: {err}") from None
         if model.input_size is None:  # the graph leaves the image size open
             model.input_size = INPUT_SIZE
-        if model.fn.num_outputs in (None, len(imagenet_labels())):
-            model.labels = list(imagenet_labels())
-        return model
+        return _imagenet_names_if_1000(model, model.fn.num_outputs)
     try:
         if path.suffix == ".pt2":
             module = torch.export.load(str(path)).module()
@@ -129,9 +127,20 @@ def load_cli_model(spec: str, batch_size="auto"):
         raise ValueError(f"--model: cannot load {path} ({type(err).__name__}: {err})") from None
     model = Model(module, input_size=INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size=batch_size,
                   name=path.stem)
-    # ImageNet's class names when the module scores 1000 classes (one pass on a blank input tells); else
-    # classes are numbered
-    if model.probabilities(torch.zeros(1, 3, *INPUT_SIZE), batch_size=1).shape[1] == len(imagenet_labels()):
+    return _imagenet_names_if_1000(model, None)
+
+
+def _imagenet_names_if_1000(model, n_classes: int | None):
+    """``model`` with ImageNet's class names when it scores 1000 classes (``n_classes``, or one pass on a blank
+    input when that is not known); else its classes stay numbered."""
+    import torch
+
+    from .models import imagenet_labels
+
+    if n_classes is None:
+        blank = torch.zeros(1, model.channels or 3, *model.input_size)
+        n_classes = model.probabilities(blank, batch_size=1).shape[1]
+    if n_classes == len(imagenet_labels()):
         model.labels = list(imagenet_labels())
     return model
 
