@@ -13,25 +13,30 @@ from unveil.cli import main
 
 
 class Small1000(torch.nn.Module):
-    """224 x 224 -> 1000 logits, cheap: a strided conv, pooling and a linear layer."""
+    """224 x 224 -> ``n_classes`` (1000) logits, cheap: a strided conv, pooling and a linear layer."""
 
-    def __init__(self):
+    def __init__(self, n_classes: int = 1000):
         super().__init__()
         torch.manual_seed(0)
         self.conv = torch.nn.Conv2d(3, 4, 16, stride=16)
-        self.fc = torch.nn.Linear(4 * 14 * 14, 1000)
+        self.fc = torch.nn.Linear(4 * 14 * 14, n_classes)
 
     def forward(self, x):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
-@pytest.fixture
-def scripted(tmp_path):
-    path = tmp_path / "small.pt2"
+def _export(path, n_classes: int = 1000) -> str:
+    """A torch.export (.pt2) file of :class:`Small1000` with a free batch dimension."""
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(Small1000().eval(), (torch.rand(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
+    program = torch.export.export(Small1000(n_classes).eval(), (torch.rand(2, 3, 224, 224),),
+                                  dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
     return str(path)
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    return _export(tmp_path / "small.pt2")
 
 
 @pytest.fixture
@@ -149,23 +154,10 @@ def test_explain_on_the_default_model(tmp_path, capsys):
     assert (tmp_path / "cat_occlusion.png").exists()
 
 
-def test_a_torch_file_that_does_not_score_1000_classes_gets_numbered_classes(tmp_path, photo, capsys):
-    class Small10(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv = torch.nn.Conv2d(3, 4, 16, stride=16)
-            self.fc = torch.nn.Linear(4 * 14 * 14, 10)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-    path = tmp_path / "ten.pt2"
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(Small10().eval(), (torch.rand(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
+def test_a_torch_file_that_does_not_score_1000_classes_gets_numbered_classes(tmp_path, photo):
+    path = _export(tmp_path / "ten.pt2", n_classes=10)
     out = tmp_path / "out"
-    assert main(["explain", photo, "--model", str(path), "--method", "saliency", "--out", str(out),
+    assert main(["explain", photo, "--model", path, "--method", "saliency", "--out", str(out),
                  "--no-progress"]) == 0
     meta = json.loads(next(out.glob("*.json")).read_text())
     assert meta["label"] == f"class {meta['target']}" and 0 <= meta["target"] < 10
