@@ -153,9 +153,10 @@ class Perturber:
         return self._batch_size
 
     def _step(self, n: int) -> int:
-        """Inputs per pass for a request of ``n``: while the batch size would still have to be measured, all of
-        them up to :data:`SMALL_REQUEST`, passes of that many up to a whole sweep; else :attr:`batch_size`."""
-        if self._batch_size is None and not self.model.batch_size_known and n < sweep_images():
+        """Inputs per pass for the rest (``n``) of a request that :meth:`_drive` did not measure on: while the
+        batch size is still unmeasured, all of them up to :data:`SMALL_REQUEST`, else passes of that many;
+        otherwise :attr:`batch_size`."""
+        if self._batch_size is None and not self.model.batch_size_known:
             return max(1, min(n, SMALL_REQUEST))
         return self.batch_size
 
@@ -181,10 +182,10 @@ class Perturber:
         base, diff = self._normalized
         return torch.addcmul(base, m.unsqueeze(1) if m.dim() == 3 else m, diff), True
 
-    def _evaluate(self, pixel_masks: torch.Tensor, per_pass: int | None = None) -> np.ndarray:
-        per_pass = per_pass or self._step(pixel_masks.shape[0])
+    def _evaluate(self, pixel_masks: torch.Tensor) -> np.ndarray:
+        """Probabilities of the perturbed inputs of these masks, in one pass (the caller sized it)."""
         inputs, normalized = self._model_inputs(pixel_masks)
-        probs = self.model.probabilities(inputs, batch_size=per_pass, normalized=normalized)
+        probs = self.model.probabilities(inputs, batch_size=pixel_masks.shape[0], normalized=normalized)
         self.n_evals += pixel_masks.shape[0]
         return probs.numpy()
 
@@ -214,7 +215,7 @@ class Perturber:
 
                 def run(start: int, stop: int) -> None:  # the new masks start..stop-1, in one pass
                     chunk = idx[start:stop]
-                    probs = self._evaluate(self.feature_to_pixel(torch.from_numpy(masks[chunk])), len(chunk))
+                    probs = self._evaluate(self.feature_to_pixel(torch.from_numpy(masks[chunk])))
                     for j, p in zip(chunk, probs):
                         self._cache[keys[j]] = p
                     bar.update(len(chunk))
@@ -257,7 +258,7 @@ class Perturber:
 
             def run(start: int, stop: int) -> None:
                 masks = make(start, stop)
-                consume(masks, self._evaluate(masks, stop - start))
+                consume(masks, self._evaluate(masks))
                 bar.update(stop - start)
 
             self._drive(int(total), run)
