@@ -68,8 +68,8 @@ class MethodResult:
     extras: dict = field(default_factory=dict)
 
 
-#: Inputs per forward+backward pass when the model's batch size is an unmeasured "auto", so that a gradient
-#: method never pays a measurement of inference passes. Integrated gradients (50 steps, default model, CPU)
+#: Inputs per forward+backward pass when the model's batch size is "auto" (measured or not: the measurement
+#: times inference passes), so that a gradient method never pays or follows a measurement of inference passes. Integrated gradients (50 steps, default model, CPU)
 #: took 1.86/1.61/1.57/2.17/2.65 s at batch 2/4/8/16/32 under glibc's default allocator and
 #: 1.89/1.62/1.58/1.49/1.42 s with it tuned: 8 is the best of the first and within 11 % of the second.
 GRADIENT_BATCH = 8
@@ -87,7 +87,7 @@ class Context:
     seed: int
     budget: int | None
     progress: bool
-    batch: int | None  # this call's batch size; None: the model's, measured on first use if it is "auto"
+    batch: int | None  # this call's batch size; None: the model's (an "auto" one measured by the Perturber)
     counter: list  # evaluations made so far in this call (shared with the model's counting())
     prediction: tuple | None = None  # (input leaf 1 x C x h x w, raw outputs, scope state) of a prediction pass
     rng: np.random.Generator = field(init=False)
@@ -96,14 +96,6 @@ class Context:
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
         self.generator = torch.Generator().manual_seed(int(self.seed))
-
-    @property
-    def batch_size(self) -> int:
-        """The most inputs in one forward pass. A model with ``batch_size="auto"`` calibrates here, on first
-        use, so a method that only ever passes one input (saliency, Grad-CAM, ...) never pays for it."""
-        if self.batch is None:
-            self.batch = int(self.model.resolve_batch_size(self.x.unsqueeze(0)))
-        return self.batch
 
     @property
     def gradient_batch_size(self) -> int:
