@@ -30,6 +30,13 @@ def stock_model(batch_size: int | str = "auto"):
                              batch_size=batch_size)
 
 
+def timed(fn):
+    """(fn(), wall seconds it took)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
 def best_forward_seconds(model, batch_size: int, reps: int = 5, backward: bool = False) -> float:
     """Best per-image time of one forward (or forward+backward) pass at ``batch_size`` on random input."""
     x = torch.rand(batch_size, 3, *model.input_size, device=model.device)

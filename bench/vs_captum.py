@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import best_forward_seconds, gmean, photos, stock_model, table  # noqa: E402
+from _common import best_forward_seconds, gmean, photos, stock_model, table, timed  # noqa: E402
 
 import unveil  # noqa: E402
 from unveil.models.default import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -68,12 +67,6 @@ def per_segment(attr: torch.Tensor, labels: np.ndarray) -> np.ndarray:
     a = attr[0, 0].detach().double().numpy()
     k = int(labels.max()) + 1
     return np.bincount(labels.ravel(), weights=a.ravel(), minlength=k) / np.bincount(labels.ravel(), minlength=k)
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def runners(name, model, fwd, img, x, labels, target, args):

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import best_forward_seconds, gmean, photos, stock_model, table  # noqa: E402
+from _common import best_forward_seconds, gmean, photos, stock_model, table, timed  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -60,29 +60,23 @@ def compare_ig(model, stock, paths, n_steps, reps, bs):
         _, x = model.prepare(img)
         target = int(torch.argmax(model.probabilities(x, batch_size=1)[0]))
         small = x.cpu().numpy().transpose(1, 2, 0)  # the input captum gets, as an image: no resizing either way
-        best = {"ours": np.inf, "ours_224": np.inf, "captum": np.inf, "captum_bs": np.inf, "captum_stock": np.inf,
-                "captum_stock_bs": np.inf}
         opts = dict(method="integrated_gradients", target=target, n_steps=n_steps, integration="gausslegendre",
                     baseline="zero", progress=False)
+        contenders = {  # name -> call; timed in this order, interleaved, the best of the repetitions kept
+            "ours": lambda: unveil.explain(model, img, **opts),
+            "ours_224": lambda: unveil.explain(model, small, **opts),
+            "captum": lambda: captum_ig(model, x, target, n_steps, None),
+            "captum_bs": lambda: captum_ig(model, x, target, n_steps, bs),
+            "captum_stock": lambda: captum_ig(stock, x, target, n_steps, None),
+            "captum_stock_bs": lambda: captum_ig(stock, x, target, n_steps, bs),
+        }
+        best = dict.fromkeys(contenders, np.inf)
+        out = {}
         for _ in range(reps):
-            t0 = time.perf_counter()
-            ours = unveil.explain(model, img, **opts)
-            best["ours"] = min(best["ours"], time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            unveil.explain(model, small, **opts)
-            best["ours_224"] = min(best["ours_224"], time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ref = captum_ig(model, x, target, n_steps, None)
-            best["captum"] = min(best["captum"], time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ref_bs = captum_ig(model, x, target, n_steps, bs)
-            best["captum_bs"] = min(best["captum_bs"], time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ref_stock = captum_ig(stock, x, target, n_steps, None)
-            best["captum_stock"] = min(best["captum_stock"], time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            captum_ig(stock, x, target, n_steps, bs)
-            best["captum_stock_bs"] = min(best["captum_stock_bs"], time.perf_counter() - t0)
+            for name, call in contenders.items():
+                out[name], t = timed(call)
+                best[name] = min(best[name], t)
+        ours, ref, ref_bs, ref_stock = out["ours"], out["captum"], out["captum_bs"], out["captum_stock"]
         a = ours.extras["attribution"]
         r = ref.cpu().numpy()
         rows.append({
