@@ -69,9 +69,10 @@ class MethodResult:
 
 
 #: Inputs per forward+backward pass when the model's batch size is "auto" (measured or not: the measurement
-#: times inference passes), so that a gradient method never pays or follows a measurement of inference passes. Integrated gradients (50 steps, default model, CPU)
-#: took 1.86/1.61/1.57/2.17/2.65 s at batch 2/4/8/16/32 under glibc's default allocator and
-#: 1.89/1.62/1.58/1.49/1.42 s with it tuned: 8 is the best of the first and within 11 % of the second.
+#: times inference passes), so that a gradient method never pays or follows a measurement of inference passes.
+#: Integrated gradients (50 steps, default model, CPU) took 1.86/1.61/1.57/2.17/2.65 s at batch 2/4/8/16/32
+#: under glibc's default allocator and 1.89/1.62/1.58/1.49/1.42 s with it tuned: 8 is the best of the first and
+#: within 11 % of the second.
 GRADIENT_BATCH = 8
 
 
