@@ -441,45 +441,40 @@ def modified_gradients(
     Returns (N x C x H x W gradients, {"score_input": N scores, "score_baseline": float or None}).
     """
     _require_torch(model)
-    if kept is not None:
+    if kept is None:
+        scores, grads = [], []
+        base = None if baseline is None else baseline.to(xs.device, xs.dtype)
+        with _scope(model, rules, method_name, base) as state:
+            for s in range(0, xs.shape[0], batch_size):
+                xb = xs[s : s + batch_size].detach().clone().requires_grad_(True)
+                with torch.enable_grad():
+                    raw = model.forward(xb)
+                if s == 0:
+                    state["rule"].check(raw)
+                sc, g = backward_scores(model, xb, raw, target, output)  # softmax ("probability"): ordinary gradient
+                scores.append(sc)
+                grads.append(g)
+        sc, g = torch.cat(scores), torch.cat(grads)
+    else:
         leaf, raw, state = kept
         state["rule"].check(raw)
-        ref = state["reference"]
-        s_base = None if ref is None else float(target_scores(model, ref, target, output)[0])
         sc, g = backward_scores(model, leaf, raw, target, output)
-        return g, {"score_input": sc, "score_baseline": s_base}
-    net = model.fn
-    scores, grads = [], []
-    s_base = None
-    with ModifiedChainRule(net, rules, method_name) as mcr:
-        if any(rule.needs_reference for _, rule in mcr.rules):
-            if baseline is None:
-                raise ValueError(f"{method_name}: the rules need a baseline")
-            with mcr.reference(), torch.no_grad():
-                out = model.forward(baseline.to(xs.device, xs.dtype).unsqueeze(0))
-            s_base = float(target_scores(model, out, target, output)[0])
-        for s in range(0, xs.shape[0], batch_size):
-            xb = xs[s : s + batch_size].detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                out = model.forward(xb)
-                if s == 0:
-                    mcr.check(out)
-                sc = target_scores(model, out, target, output)  # softmax ("probability"): ordinary gradient
-                (g,) = torch.autograd.grad(sc.sum(), xb)
-            scores.append(sc.detach())
-            grads.append(g.detach())
-    return torch.cat(grads), {"score_input": torch.cat(scores), "score_baseline": s_base}
+    ref = state["reference"]
+    s_base = None if ref is None else float(target_scores(model, ref, target, output)[0])
+    return g, {"score_input": sc, "score_baseline": s_base}
 
 
 @contextlib.contextmanager
-def _scope(model, x: torch.Tensor, name: str, rules: list, baseline):
+def _scope(model, rules: Sequence[tuple], name: str, baseline: torch.Tensor | None):
     """Forward passes in this block run under the rules; yields {"rule": the ModifiedChainRule, "reference": raw
-    outputs of the reference pass on ``baseline`` (made first, when a rule needs it) or None}."""
+    outputs of the reference pass on ``baseline`` (C x H x W, made first when a rule needs it) or None}."""
     with ModifiedChainRule(model.fn, rules, name) as mcr:
         state = {"rule": mcr, "reference": None}
         if any(rule.needs_reference for _, rule in mcr.rules):
+            if baseline is None:
+                raise ValueError(f"{name}: the rules need a baseline")
             with mcr.reference(), torch.no_grad():
-                state["reference"] = model.forward(make_baseline(x, baseline).unsqueeze(0))
+                state["reference"] = model.forward(baseline.unsqueeze(0))
         yield state
 
 
@@ -490,7 +485,7 @@ def prediction_scope(name: str):
 
     def scope(model, x, options):
         rules, baseline = _RULES[name](options)
-        return _scope(model, x, name, _check_rules(options.get("rules")) + rules, baseline)
+        return _scope(model, _check_rules(options.get("rules")) + rules, name, make_baseline(x, baseline))
 
     return scope
 
