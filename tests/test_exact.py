@@ -22,7 +22,7 @@ def segment_linear_model(coef: np.ndarray, labels: np.ndarray, bias: float = 0.1
         s = bias + seg_means @ coef
         return np.stack([s, 1 - s], axis=1)
 
-    return unveil.Model(fn, input_size=labels.shape, outputs="probabilities", batch_size=50)
+    return unveil.Model(fn, input_size=labels.shape, outputs="scores", batch_size=50)
 
 
 @pytest.mark.parametrize("selection", ["all", "forward", "highest_weights"])
@@ -76,7 +76,7 @@ def test_lime_grid_bicubic_map_keeps_cell_values_at_cell_centres():
 
 
 class PixelLinear(torch.nn.Module):
-    """logit_0 = sum(w * x), logit_1 = 0: with outputs='probabilities' the score is the linear form itself."""
+    """logit_0 = sum(w * x), logit_1 = 0: with outputs='scores' the score is the linear form itself."""
 
     def __init__(self, w):
         super().__init__()
@@ -92,7 +92,7 @@ def test_occlusion_of_a_linear_model_equals_the_analytic_drop():
     h = w = 12
     weights = rng.normal(size=(3, h, w)) * 0.01
     image = rng.random((h, w, 3)).astype(np.float32)
-    model = unveil.Model(PixelLinear(weights), input_size=(h, w), outputs="probabilities", batch_size=8)
+    model = unveil.Model(PixelLinear(weights), input_size=(h, w), outputs="scores", batch_size=8)
     window, stride = 4, 2
     exp = unveil.explain(model, image, method="occlusion", target=0, window=window, stride=stride,
                          baseline="zero", progress=False)
@@ -114,7 +114,7 @@ def test_occlusion_with_one_pixel_windows_is_gradient_times_input():
     rng = np.random.default_rng(1)
     weights = rng.normal(size=(3, 8, 8)) * 0.01
     image = rng.random((8, 8, 3)).astype(np.float32)
-    model = unveil.Model(PixelLinear(weights), input_size=(8, 8), outputs="probabilities")
+    model = unveil.Model(PixelLinear(weights), input_size=(8, 8), outputs="scores")
     exp = unveil.explain(model, image, method="occlusion", target=0, window=1, stride=1, baseline="zero",
                          progress=False)
     np.testing.assert_allclose(exp.map, (weights * image.transpose(2, 0, 1)).sum(0), atol=1e-6)
@@ -122,7 +122,7 @@ def test_occlusion_with_one_pixel_windows_is_gradient_times_input():
 
 
 def test_occlusion_budget_grows_the_stride():
-    model = unveil.Model(PixelLinear(np.ones((3, 32, 32)) * 1e-3), input_size=(32, 32), outputs="probabilities")
+    model = unveil.Model(PixelLinear(np.ones((3, 32, 32)) * 1e-3), input_size=(32, 32), outputs="scores")
     img = np.full((32, 32, 3), 0.5, np.float32)
     free = unveil.explain(model, img, method="occlusion", target=0, window=8, stride=2, progress=False)
     capped = unveil.explain(model, img, method="occlusion", target=0, window=8, stride=2, budget=30, progress=False)

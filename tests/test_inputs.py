@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -194,7 +195,7 @@ def test_bad_model_arguments():
     with pytest.raises(ValueError, match="input_size"):
         unveil.Model(lambda b: b, input_size=(0, 3))
     with pytest.raises(ValueError, match="outputs"):
-        unveil.Model(lambda b: b, outputs="scores")
+        unveil.Model(lambda b: b, outputs="margins")
     with pytest.raises(ValueError, match="batch_size"):
         unveil.Model(lambda b: b, batch_size="fast")
 
@@ -265,3 +266,109 @@ def test_resize_stays_in_the_input_range_and_reloads():
                                   np.array([[[1.0] * 3, [0.0] * 3]], np.float32))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         load_image(np.array([[1 + 2 * FLOAT_SLACK, 0.5]], np.float32))
+
+
+# ----------------------------------------------------------------------------- what a model may return
+class _Pool(torch.nn.Module):
+    """Per-channel means times fixed weights: 3 inputs -> ``k`` scores, wrapped by ``wrap``."""
+
+    def __init__(self, k=2, wrap=lambda z: z):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, k)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(k, 3, generator=gen))
+            self.lin.bias.copy_(torch.randn(k, generator=gen))
+        self.wrap = wrap
+
+    def forward(self, x):
+        return self.wrap(self.lin(x.mean(dim=(2, 3))))
+
+
+_IMG = np.random.default_rng(3).random((8, 8, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("wrap", [lambda z: {"logits": z, "hidden": z * 0}, lambda z: {"out": z},
+                                  lambda z: (z, z * 0), type("Output", (), {"__init__": lambda s, z: setattr(
+                                      s, "logits", z)})])
+def test_torch_outputs_in_a_mapping_tuple_or_output_object_are_read(wrap):
+    plain = unveil.Model(_Pool(), input_size=(8, 8))
+    wrapped = unveil.Model(_Pool(wrap=wrap), input_size=(8, 8))
+    for method in ("occlusion", "saliency"):
+        a = unveil.explain(plain, _IMG, method=method, window=4, stride=4) if method == "occlusion" else \
+            unveil.explain(plain, _IMG, method=method)
+        b = unveil.explain(wrapped, _IMG, method=method, window=4, stride=4) if method == "occlusion" else \
+            unveil.explain(wrapped, _IMG, method=method)
+        np.testing.assert_array_equal(a.map, b.map)
+        assert a.score == b.score
+
+
+def test_callable_outputs_in_a_tuple_or_mapping_are_read_and_others_refused():
+    def probs(batch):
+        m = batch.mean(axis=(1, 2))
+        return m / m.sum(axis=1, keepdims=True)
+
+    ref = unveil.explain(probs, _IMG, method="occlusion", window=4, stride=4)
+    for fn in (lambda b: (probs(b), "extra"), lambda b: {"logits": probs(b)}, lambda b: {"p": probs(b)}):
+        got = unveil.explain(unveil.Model(fn, outputs="probabilities"), _IMG, method="occlusion", window=4,
+                             stride=4)
+        np.testing.assert_array_equal(got.map, ref.map)
+    with pytest.raises(ValueError, match=r"mapping with keys \['a', 'b'\]"):
+        unveil.explain(lambda b: {"a": probs(b), "b": probs(b)}, _IMG, method="occlusion")
+    with pytest.raises(ValueError, match="not an N x classes array"):
+        unveil.explain(lambda b: [probs(b)[0], "x"], _IMG, method="occlusion")
+
+
+def test_logits_declared_as_probabilities_are_refused_and_scores_are_taken_as_they_are():
+    def logits(batch):
+        return batch.mean(axis=(1, 2)) * 8.0 - 2.0
+
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*outputs='logits'"):
+        unveil.explain(logits, _IMG, method="occlusion")
+    exp = unveil.explain(unveil.Model(logits, outputs="scores"), _IMG, method="occlusion", target=0)
+    assert exp.score == pytest.approx(float(logits(_IMG[None])[0, 0]), rel=1e-6)
+    soft = unveil.explain(unveil.Model(logits, outputs="logits"), _IMG, method="occlusion", target=0)
+    z = logits(_IMG[None])[0]
+    assert soft.score == pytest.approx(float(np.exp(z[0]) / np.exp(z).sum()), rel=1e-5)
+
+
+def test_one_logit_is_read_as_two_classes_sigmoid_of_minus_z_and_z():
+    torch.manual_seed(0)
+    net = _Pool(k=1)
+    model = unveil.Model(net, input_size=(8, 8), labels=["negative", "positive"])
+    x = torch.from_numpy(_IMG).permute(2, 0, 1)[None]
+    z = float(net(x)[0, 0].detach())
+    p = model.probabilities(x, batch_size=1)[0]
+    np.testing.assert_allclose(p.numpy(), [1 / (1 + np.exp(z)), 1 / (1 + np.exp(-z))], rtol=1e-6)
+    exp = unveil.explain(model, _IMG, method="occlusion", window=4, stride=4, target=1)
+    assert np.abs(exp.map).max() > 0 and exp.label == "positive"
+    # gradients of class 1 are half those of z
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xg)[0, 0], xg)
+    sal = unveil.explain(model, _IMG, method="grad_input", target=1)
+    np.testing.assert_allclose(sal.map, (0.5 * g * x)[0].sum(0).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="2 class scores but has 1 labels"):
+        unveil.explain(unveil.Model(net, input_size=(8, 8), labels=["positive"]), _IMG, method="occlusion")
+
+
+def test_a_model_changing_its_class_count_or_scoring_no_class_is_refused():
+    calls = []
+
+    def shifting(batch):
+        calls.append(len(batch))
+        k = 3 if len(calls) == 1 else 4
+        return np.full((len(batch), k), 1.0 / k, np.float32)
+
+    with pytest.raises(ValueError, match="4 class scores for this batch and 3 before"):
+        unveil.explain(unveil.Model(shifting, batch_size=4), _IMG, method="occlusion", window=4, stride=4)
+    with pytest.raises(ValueError, match="no class scores"):
+        unveil.explain(lambda b: np.zeros((len(b), 0), np.float32), _IMG, method="occlusion")
+
+
+def test_integer_or_detached_torch_outputs_are_refused_by_gradient_methods():
+    class Counts(torch.nn.Module):
+        def forward(self, x):
+            return (x.mean(dim=(2, 3)) * 10).long()
+
+    with pytest.raises(ValueError, match="do not depend differentiably on its input"):
+        unveil.explain(unveil.Model(Counts(), input_size=(8, 8)), _IMG, method="saliency")

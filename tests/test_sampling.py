@@ -45,7 +45,7 @@ def segment_poly_model(labels: np.ndarray, fn):
         s = np.array([fn(m) for m in means])
         return np.stack([s, 1 - s], axis=1)
 
-    return unveil.Model(model, input_size=labels.shape, outputs="probabilities", batch_size=64)
+    return unveil.Model(model, input_size=labels.shape, outputs="scores", batch_size=64)
 
 
 def interaction(m) -> float:
@@ -166,7 +166,7 @@ def test_shapley_scores_masks_in_batches():
         sizes.append(len(batch))
         return inner.fn(batch)
 
-    model = unveil.Model(recording, input_size=(20, 20), outputs="probabilities", batch_size=8)
+    model = unveil.Model(recording, input_size=(20, 20), outputs="scores", batch_size=8)
     exp = unveil.explain(model, WHITE, method="shapley", target=0, n_permutations=20, segmentation=labels,
                          baseline="zero", progress=False)
     assert max(sizes) == 8 and sum(sizes) == exp.n_evals
@@ -270,7 +270,7 @@ def test_rise_finds_the_region_the_score_depends_on():
         s = batch[:, region, 0].mean(axis=1)
         return np.stack([s, 1 - s], axis=1)
 
-    model = unveil.Model(region_score, input_size=(h, w), outputs="probabilities", batch_size=50)
+    model = unveil.Model(region_score, input_size=(h, w), outputs="scores", batch_size=50)
     exp = unveil.explain(model, np.ones((h, w, 3), np.float32), method="rise", target=0, seed=0, n_masks=500,
                          progress=False)
     corr = np.corrcoef(exp.map.ravel(), region.ravel().astype(float))[0, 1]

@@ -223,7 +223,7 @@ def segment_model(coef: np.ndarray, labels: np.ndarray, bias: float = 0.05):
         s = bias + means @ coef
         return np.stack([s, 1 - s], axis=1)
 
-    return unveil.Model(fn, input_size=labels.shape, outputs="probabilities", batch_size=32)
+    return unveil.Model(fn, input_size=labels.shape, outputs="scores", batch_size=32)
 
 
 def test_streak_selects_the_two_segments_the_class_depends_on():
@@ -380,7 +380,7 @@ def test_streak_fill_ends_ranks_the_rest_by_singleton_and_leave_one_out_gains():
         s = 0.05 + means @ coef + w * np.minimum(means[:, a], means[:, b])
         return np.stack([s, 1 - s], axis=1)
 
-    model = unveil.Model(fn, input_size=labels.shape, outputs="probabilities", batch_size=32)
+    model = unveil.Model(fn, input_size=labels.shape, outputs="scores", batch_size=32)
     img = np.ones((30, 30, 3), np.float32)
     opts = dict(method="streak", target=0, seed=1, k=2, segmentation=labels, baseline="zero", progress=False)
     plain = unveil.explain(model, img, **opts)

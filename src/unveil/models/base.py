@@ -9,6 +9,7 @@ the outputs into class probabilities.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 import threading
 import time
 from typing import Callable, Iterable, Sequence
@@ -22,6 +23,33 @@ __all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes
 
 #: batch sizes tried by ``batch_size="auto"`` (the fastest per image is kept).
 BATCH_CANDIDATES = (1, 4, 8, 16, 32)
+
+#: What a model's outputs may be declared as (see :class:`Model`).
+OUTPUTS = ("logits", "probabilities", "scores")
+
+#: How far outside [0, 1] outputs declared ``"probabilities"`` may stray (rounding) before they are refused.
+PROBABILITY_SLACK = 1e-3
+
+
+def class_scores(out, name: str):
+    """The N x classes scores in what a model returned: a tensor or array as it is; the first element of a
+    tuple or list whose first element is a tensor or array (extra outputs dropped; a list of rows stays a
+    list of rows); ``logits`` of a mapping or output object that has them (Hugging Face); the one value of a
+    one-entry mapping. A ValueError names the model and what it returned otherwise."""
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], (torch.Tensor, np.ndarray)) \
+            and getattr(out[0], "ndim", 0) == 2:
+        return out[0]
+    if isinstance(out, Mapping):
+        if "logits" in out:
+            return out["logits"]
+        if len(out) == 1:
+            return next(iter(out.values()))
+        raise ValueError(f"model {name!r} returned a mapping with keys {sorted(map(str, out))}; expected one "
+                         "holding 'logits', or a single entry, or an N x classes tensor or array")
+    logits = getattr(out, "logits", None)
+    if logits is not None and not isinstance(out, (torch.Tensor, np.ndarray)):
+        return logits
+    return out
 
 
 class Model:
@@ -40,8 +68,14 @@ class Model:
         per-channel normalization applied before a torch module (ignored for callables): both or neither,
         one value or one per channel each, std positive; checked here.
     outputs:
-        ``"logits"`` (softmax is applied to get probabilities) or ``"probabilities"``. Default: logits for
-        torch modules, probabilities for callables.
+        ``"logits"`` (softmax is applied to get probabilities), ``"probabilities"`` (used as they are; checked
+        to lie in [0, 1], so logits passed by mistake are an error, not a silent wrong map) or ``"scores"``
+        (any real numbers used as they are: a regression output, a margin, a linear form). Default: logits
+        for torch modules, probabilities for callables. A model with **one logit** (a binary classifier) is
+        read as two classes with logits (-z/2, z/2), whose softmax is (sigmoid(-z), sigmoid(z)): class 1 is
+        the positive one (gradient attributions of class 1 are half those of z itself); give it two labels
+        or none. What a model returns may be a tensor or array, a tuple or list whose first element is one,
+        a mapping or output object with ``logits`` (Hugging Face outputs), or a mapping with one entry.
     batch_size:
         the most inputs in one forward pass: an int, or ``"auto"`` (torch modules only by default) which
         times a few sizes and keeps the fastest per image: on an explanation's own passes where a request is
@@ -103,9 +137,10 @@ class Model:
         self.input_size = input_size
         self.labels = list(labels) if labels is not None else None
         outputs = outputs or ("logits" if self.is_torch else "probabilities")
-        if outputs not in ("logits", "probabilities"):
-            raise ValueError(f"outputs: expected 'logits' or 'probabilities', got {outputs!r}")
+        if outputs not in OUTPUTS:
+            raise ValueError(f"outputs: expected one of {', '.join(map(repr, OUTPUTS))}, got {outputs!r}")
         self.outputs = outputs
+        self._n_classes: int | None = None  # the class count of the first scores returned, see to_probabilities
         if batch_size is None:
             batch_size = "auto" if self.is_torch else 32
         self._batch_request = _check_batch_size(batch_size)
@@ -309,11 +344,24 @@ class Model:
         if self.channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         with self.inference_behaviour():
-            out = self.fn(z)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+            out = class_scores(self.fn(z), self.name)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"model {self.name!r} returned {type(out).__name__}; a torch module must return "
+                             "an N x classes tensor (or a tuple, list or mapping holding one)")
         if out.dim() != 2:
             raise ValueError(f"model {self.name!r} returned shape {tuple(out.shape)}; expected N x classes")
+        if x.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+            raise ValueError(f"model {self.name!r} returned scores that do not depend differentiably on its "
+                             f"input (dtype {out.dtype}, no gradient); gradient methods need float outputs "
+                             "computed from the input")
+        return self._two_logits(out)
+
+    def _two_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """One logit z per input (a binary classifier) as the two logits (-z/2, z/2); other outputs as they
+        are."""
+        if self.outputs == "logits" and out.dim() == 2 and out.shape[1] == 1:
+            half = out / 2
+            return torch.cat([-half, half], dim=1)
         return out
 
     # ------------------------------------------------------------------ ONNX Runtime for forward-only passes
@@ -379,7 +427,30 @@ class Model:
         return self.to_probabilities(torch.from_numpy(np.asarray(out, dtype=np.float32)))
 
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(out.float(), dim=1) if self.outputs == "logits" else out.float()
+        """The scores the methods explain from a batch's raw outputs (N x classes): softmax of logits (one
+        logit read as two, see the class), probabilities checked to lie in [0, 1], scores as they are. A
+        ValueError names the model when there are no classes, when the class count differs from an earlier
+        batch's, or when probabilities leave [0, 1]."""
+        out = self._two_logits(out)
+        n = int(out.shape[1]) if out.dim() == 2 else 0
+        if n == 0:
+            raise ValueError(f"model {self.name!r} returned shape {tuple(out.shape)}: no class scores")
+        if self._n_classes is None:
+            self._n_classes = n
+        elif n != self._n_classes:
+            raise ValueError(f"model {self.name!r} returned {n} class scores for this batch and {self._n_classes} "
+                             "before; a model must score the same classes every time")
+        if self.outputs == "logits":
+            return torch.softmax(out.float(), dim=1)
+        out = out.float()
+        if self.outputs == "probabilities" and out.numel():
+            lo, hi = (float(v) for v in torch.aminmax(out))
+            if lo < -PROBABILITY_SLACK or hi > 1 + PROBABILITY_SLACK:
+                raise ValueError(
+                    f"model {self.name!r} returned scores from {lo:.4g} to {hi:.4g}, outside [0, 1], though its "
+                    "outputs are declared 'probabilities'; pass outputs='logits' if they are logits (softmax "
+                    "is applied) or outputs='scores' to explain them as they are")
+        return out
 
     def _call_batch(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         if self.is_torch:
@@ -392,10 +463,14 @@ class Model:
             raise ValueError(f"model {self.name!r} takes its inputs in [0, 1]; it has no normalization")
         self._count(x.shape[0])
         batch = np.ascontiguousarray(x.detach().cpu().numpy().transpose(0, 2, 3, 1), dtype=np.float32)
-        out = self.fn(batch)
+        out = class_scores(self.fn(batch), self.name)
         if isinstance(out, torch.Tensor):
             out = out.detach().cpu().numpy()
-        out = np.asarray(out, dtype=np.float32)
+        try:
+            out = np.asarray(out, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model {self.name!r} returned {type(out).__name__} that is not an N x classes "
+                             f"array of numbers ({err})") from None
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(
                 f"model {self.name!r} returned shape {out.shape} for a batch of {x.shape[0]}; expected "

@@ -204,7 +204,7 @@ def load_onnx(
     The graph's fixed channel count (C) is the model's ``channels``: images are fitted to it by the rule of
     :func:`unveil.load_image` (a gray graph gets luminance, ...); a graph that leaves C free gets 3. ``input_size`` defaults to the graph's static (height, width); with neither, each image keeps its
     own size. The first output is read as N x classes ``outputs`` (``"logits"``, softmaxed by the adapter,
-    or ``"probabilities"``). ``batch_size``: an int or ``"auto"`` (timed on first use like torch models; a
+    ``"probabilities"`` or ``"scores"``, see :class:`~unveil.models.base.Model`). ``batch_size``: an int or ``"auto"`` (timed on first use like torch models; a
     graph with a fixed batch dimension uses that size). ``providers`` default to :func:`default_providers`;
     ``session_options`` is an ``onnxruntime.SessionOptions`` (threads, graph optimizations).
     """
