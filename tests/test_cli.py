@@ -161,3 +161,27 @@ def test_a_torch_file_that_does_not_score_1000_classes_gets_numbered_classes(tmp
                  "--no-progress"]) == 0
     meta = json.loads(next(out.glob("*.json")).read_text())
     assert meta["label"] == f"class {meta['target']}" and 0 <= meta["target"] < 10
+
+
+def test_files_sharing_a_stem_keep_their_own_results(tmp_path, scripted, photo, capsys):
+    from unveil.cli import output_stems
+
+    other = tmp_path / "sub" / "photo.jpg"
+    other.parent.mkdir()
+    Image.open(photo).save(other)
+    assert output_stems([photo, str(other), photo]) == ["photo_png", "photo_jpg", "photo_png"]
+    assert output_stems(["a/x.png", "b/x.png", "c/y.png"]) == ["x_png", "x_png_2", "y"]
+    out = tmp_path / "res"
+    assert main(["explain", photo, str(other), "--model", scripted, "--method", "occlusion", "--out", str(out),
+                 "--no-progress", "--batch-size", "8"]) == 0
+    assert sorted(p.name for p in out.glob("*.npz")) == ["photo_jpg_occlusion.npz", "photo_png_occlusion.npz"]
+
+
+def test_an_output_folder_that_is_a_file_is_one_clear_line(tmp_path, scripted, photo, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    assert main(["explain", photo, "--model", scripted, "--method", "occlusion", "--out", str(blocker),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unveil: error: --out") and "exists and is not a folder" in err
+    assert blocker.read_text() == "x"

@@ -173,9 +173,21 @@ def test_top_mask_errors(tiny, image):
         exp.top_mask()
 
 
-def test_load_errors(tmp_path):
+def test_load_errors(tmp_path, tiny, image):
     with pytest.raises(ValueError, match="not found"):
         unveil.Explanation.load(tmp_path / "missing.npz")
+    path = unveil.explain(tiny, image, method="occlusion", window=8, progress=False).save(tmp_path / "e.npz")
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    for broken in ("[1, 2]", json.dumps({**meta, "extras": [1]}), json.dumps({"method": "lime"})):
+        sidecar.write_text(broken)
+        with pytest.raises(ValueError, match="not a readable explanation"):
+            unveil.Explanation.load(path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        exp.save(blocker / "e.npz")
 
 
 def test_plot_writes_a_png(tmp_path, tiny, image):

@@ -151,22 +151,37 @@ def _print_top(model, path: str, image) -> None:
         print(f"  {idx:4d}  {label:<28s} {p:.4f}")
 
 
+def output_stems(paths) -> list[str]:
+    """One output name per input: the file's stem, or, for different files that share a stem (a/cat.jpg,
+    b/cat.png), the stem with the extension (cat_jpg) and, if that still repeats, a counter (cat_jpg_2), so
+    that no file's results overwrite another's. The same file given twice keeps one name."""
+    files = list(dict.fromkeys(Path(p).resolve() for p in paths))
+    stems = [f.stem for f in files]
+    names = [f"{f.stem}_{f.suffix.lstrip('.')}" if stems.count(f.stem) > 1 and f.suffix else f.stem
+             for f in files]
+    seen: dict[str, int] = {}
+    named = {}
+    for f, n in zip(files, names):
+        seen[n] = seen.get(n, 0) + 1
+        named[f] = n if seen[n] == 1 else f"{n}_{seen[n]}"
+    return [named[Path(p).resolve()] for p in paths]
+
+
 def cmd_explain(args) -> int:
     from . import explain
+    from .explanation import make_folder
     from .images import load_image
     from .methods.registry import get_method
 
     check_options(args.method, args)
     model = load_cli_model(args.model, args.batch_size)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(Path(args.out), "--out")
     images = []
     for path in args.images:  # check every input first: a bad file fails before any long work
         images.append((path, load_image(path, channels=model.channels, alpha=model.alpha,
                                         background=model.background)))
-    for path, image in images:
+    for (path, image), stem in zip(images, output_stems(args.images)):
         _print_top(model, path, image)
-        stem = Path(path).stem
         for method in args.method:
             budget = args.budget if get_method(method).uses_budget else None
             exp = explain(model, image, method=method, target=args.target, seed=args.seed, budget=budget,
@@ -470,6 +485,10 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as err:
         print(f"unveil: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # writing results: no space, no permission, ...
+        where = f" {err.filename}" if err.filename else ""
+        print(f"unveil: error:{where} {err.strerror or err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,19 @@ __all__ = ["Explanation"]
 _ARRAYS = ("map", "segments", "weights", "image", "values")
 
 
+def make_folder(folder: Path, what: str = "output folder") -> Path:
+    """Create ``folder`` (and its parents) if needed; a ValueError says why when it cannot be (a file is in
+    the way, no permission)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{what} {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{what} {folder} cannot be created: {err.strerror or err}") from None
+    return folder
+
+
 def _jsonable(value: Any):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -106,7 +119,7 @@ class Explanation:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         arrays = {name: getattr(self, name) for name in _ARRAYS if getattr(self, name) is not None}
         extra_arrays = {f"extra__{k}": v for k, v in self.extras.items() if isinstance(v, np.ndarray)}
         np.savez_compressed(path, **arrays, **extra_arrays)
@@ -129,6 +142,8 @@ class Explanation:
                 arrays = {k: data[k] for k in data.files}
         except (ValueError, OSError, json.JSONDecodeError) as err:
             raise ValueError(f"not a readable explanation: {path} ({err})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("extras") or {}, dict):
+            raise ValueError(f"not a readable explanation: {js} holds no explanation's metadata")
         extras = dict(meta.get("extras") or {})
         for k in list(arrays):
             if k.startswith("extra__"):
@@ -137,7 +152,10 @@ class Explanation:
         kwargs = {k: v for k, v in meta.items() if k in names and k not in _ARRAYS}
         kwargs["extras"] = extras
         kwargs.update({k: v for k, v in arrays.items() if k in _ARRAYS})
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except TypeError as err:
+            raise ValueError(f"not a readable explanation: {path} ({err})") from None
 
     # --------------------------------------------------------------------- pictures
     def overlay(self, alpha: float = 0.55, cmap: str = "bwr") -> np.ndarray:
