@@ -96,6 +96,24 @@ def test_baselines():
         make_baseline(x, "segment_mean")
 
 
+def test_baseline_image_from_a_path_string_or_a_checked_tensor(tmp_path):
+    from PIL import Image
+
+    x = torch.rand(3, 6, 8)
+    path = tmp_path / "bg.png"
+    Image.fromarray(np.full((6, 8, 3), 51, np.uint8)).save(path)
+    for given in (str(path), path):
+        np.testing.assert_allclose(make_baseline(x, given).numpy(), 0.2, atol=1e-6)
+    with pytest.raises(ValueError, match="neither a baseline name .* nor an existing image file"):
+        make_baseline(x, str(tmp_path / "missing.png"))
+    with pytest.raises(ValueError, match="neither a baseline name"):
+        make_baseline(x, "graey")
+    np.testing.assert_allclose(make_baseline(x, torch.full((3, 6, 8), 0.25)).numpy(), 0.25)
+    for bad in (torch.full((3, 6, 8), float("nan")), torch.full((3, 6, 8), 5.0)):
+        with pytest.raises(ValueError, match="baseline"):
+            make_baseline(x, bad)
+
+
 def test_blur_matches_scipy():
     from scipy.ndimage import gaussian_filter
 

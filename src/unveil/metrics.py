@@ -33,7 +33,7 @@ import torch
 from .explanation import Explanation
 from .images import resize
 from .models.base import Model, as_model
-from .perturb import BASELINES, Perturber, make_baseline
+from .perturb import Perturber, make_baseline
 from .segmentation import upsample_labels
 
 __all__ = [
@@ -334,8 +334,6 @@ class Deletion(_Causal):
                     raise ValueError("baseline 'segment_mean' needs the explanation's segments")
                 labels = upsample_labels(np.asarray(explanation.segments), tuple(x.shape[1:]))
                 return make_baseline(x, kind, labels=labels), name
-            if isinstance(kind, str) and kind not in BASELINES:
-                raise ValueError(f"baseline: unknown kind {kind!r}; choose one of {BASELINES} or pass an image")
             return make_baseline(x, kind), name
         except (ValueError, TypeError):
             if strict:

@@ -7,6 +7,7 @@ map), evaluates chunk by chunk (never all perturbed images at once) and remember
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -51,8 +52,9 @@ def make_baseline(
 
     ``kind``: ``"mean"`` (the image's mean colour), ``"segment_mean"`` (each segment's mean colour, the
     ``lime`` package's default; needs ``labels``), ``"gray"`` (0.5), ``"zero"`` (black), ``"blur"``
-    (Gaussian, ``blur_sigma`` pixels, default 10 % of the shorter side), or an image (path, PIL, array;
-    resized to the input).
+    (Gaussian, ``blur_sigma`` pixels, default 10 % of the shorter side), or an image (path, PIL, array,
+    C x H x W tensor; checked like any input image and resized to the input). A string that is not one of
+    these names is read as a file path.
     """
     c, h, w = x.shape
     if isinstance(kind, str):
@@ -74,11 +76,12 @@ def make_baseline(
             sums = torch.zeros(c, k, dtype=x.dtype, device=x.device).index_add_(1, lab, flat)
             counts = torch.bincount(lab, minlength=k).clamp_min(1).to(x.dtype)
             return (sums / counts)[:, lab].reshape(c, h, w)
-        raise ValueError(f"baseline: unknown kind {kind!r}; choose one of {BASELINES} or pass an image")
+        if not Path(kind).is_file():
+            raise ValueError(f"baseline: {kind!r} is neither a baseline name ({', '.join(BASELINES)}) nor an "
+                             "existing image file")
     if isinstance(kind, torch.Tensor) and kind.dim() == 3 and kind.shape[0] == c:
-        img = kind.detach().float().cpu().numpy().transpose(1, 2, 0)
-    else:
-        img = load_image(kind, name="baseline", channels=c)
+        kind = kind.detach().float().cpu().numpy().transpose(1, 2, 0)
+    img = load_image(kind, name="baseline", channels=c)
     img = resize(img, (h, w))
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(x.device, x.dtype)
 
