@@ -372,3 +372,65 @@ def test_integer_or_detached_torch_outputs_are_refused_by_gradient_methods():
 
     with pytest.raises(ValueError, match="do not depend differentiably on its input"):
         unveil.explain(unveil.Model(Counts(), input_size=(8, 8)), _IMG, method="saliency")
+
+
+# ----------------------------------------------------------------------------- option values
+@pytest.mark.parametrize("method, opts, message", [
+    ("lime", {"alpha": float("nan")}, "alpha: expected a non-negative number"),
+    ("lime", {"alpha": float("inf")}, "alpha"),
+    ("lime", {"alpha": -1.0}, "alpha"),
+    ("lime", {"alpha": "x"}, "alpha"),
+    ("lime", {"alpha": True}, "alpha"),
+    ("lime", {"n_select": 0, "selection": "forward"}, "n_select: expected a positive int"),
+    ("lime", {"n_select": -1, "selection": "highest_weights"}, "n_select"),
+    ("lime", {"n_select": 1.5}, "n_select"),
+    ("lime", {"n_select": None}, "n_select"),
+    ("lime", {"kernel_width": "x"}, "kernel_width"),
+    ("lime", {"kernel_width": None}, "kernel_width"),
+    ("lime", {"kernel_width": True}, "kernel_width"),
+    ("lime", {"max_depth": True, "surrogate": "tree"}, "max_depth"),
+    ("lime", {"segmentation_options": 1}, "segmentation_options: expected a dict"),
+    ("kernelshap", {"segmentation_options": 0}, "segmentation_options"),
+    ("shapley", {"segmentation_options": False}, "segmentation_options"),
+    ("streak", {"segmentation_options": [("n_segments", 5)]}, "segmentation_options"),
+    ("lime", {"segmentation_options": {"n_segments": 0}}, r"segmentation 'slic' with n_segments=0 failed"),
+    ("lime", {"segmentation_options": {"bogus": 1}}, r"segmentation 'slic' with bogus=1 failed"),
+    ("lime", {"segmentation": np.zeros((0, 0), int)}, "label map must be 2-D"),
+    ("smoothgrad", {"base_options": 1.5}, "base_options: expected a dict"),
+    ("elrp", {"eps": float("inf")}, "eps: expected a non-negative finite"),
+    ("meaningful", {"lr": float("inf")}, "lr: expected a positive finite"),
+    ("learned", {"lr": float("inf")}, "lr"),
+])
+def test_bad_option_values_are_named(tiny, image, method, opts, message):
+    with pytest.raises(ValueError, match=message):
+        unveil.explain(tiny, image, method=method, progress=False, **opts)
+
+
+def test_seeds_beyond_64_bits_are_refused(tiny, image):
+    with pytest.raises(ValueError, match=r"seed: expected an int from 0 to 2\*\*63 - 1"):
+        unveil.explain(tiny, image, method="occlusion", seed=2**64)
+    exp = unveil.explain(tiny, image, method="occlusion", seed=2**63 - 1, window=8, progress=False)
+    assert exp.seed == 2**63 - 1
+
+
+def test_rise_default_grid_fits_an_input_with_a_short_side():
+    def fn(batch):
+        return np.stack([batch[..., 0].mean(axis=(1, 2)), 1 - batch[..., 0].mean(axis=(1, 2))], axis=1)
+
+    img = np.random.default_rng(0).random((5, 40, 3)).astype(np.float32)
+    exp = unveil.explain(unveil.Model(fn, outputs="probabilities"), img, method="rise", n_masks=20, progress=False)
+    assert exp.extras["s"] == 5 and exp.map.shape == (5, 40) and np.isfinite(exp.map).all()
+    with pytest.raises(ValueError, match="s: expected an int from 1 to 5"):
+        unveil.explain(unveil.Model(fn), img, method="rise", n_masks=20, s=7, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_a_map_with_infinite_values_is_an_error_not_a_file():
+    def overflowing(batch):  # finite scores whose differences overflow float32
+        m = batch.mean(axis=(1, 2, 3))
+        return np.stack([np.where(m > 0.8, 3e38, -3e38), np.zeros_like(m)], axis=1).astype(np.float32)
+
+    img = np.full((16, 16, 3), 0.9, np.float32)
+    with pytest.raises(ValueError, match="method 'occlusion' gave NaN or infinite attributions"):
+        unveil.explain(unveil.Model(overflowing, outputs="scores"), img, method="occlusion", window=8, stride=8,
+                       target=0, baseline="zero", progress=False)

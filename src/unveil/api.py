@@ -10,7 +10,7 @@ import torch
 
 from .explanation import Explanation
 from .images import resize
-from .methods.registry import Context, MethodResult, get_method
+from .methods.registry import Context, MethodResult, check_seed, get_method
 from .models.base import _check_batch_size, as_model
 from .segmentation import upsample_labels
 
@@ -21,10 +21,14 @@ DEFAULT_METHOD = "streak"
 _INTERPOLATION_ORDER = {"nearest": 0, "bilinear": 1, "bicubic": 3}
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
-    return int(seed)
+def check_finite_map(heat: np.ndarray, method: str, options: dict) -> None:
+    """A ValueError naming the method (and the options given) when its map holds NaN or infinite values:
+    an option that makes an optimization diverge (a learning rate too high) or a model whose scores are
+    too extreme, said here rather than written into files and plots."""
+    if not np.isfinite(heat).all():
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "default options"
+        raise ValueError(f"method {method!r} gave NaN or infinite attributions ({given}); an option may make it "
+                         "diverge (e.g. a learning rate too high) or the model's scores may overflow")
 
 
 def _check_options(spec, options: dict) -> None:
@@ -89,7 +93,7 @@ def explain(
     t0 = time.perf_counter()
     spec = get_method(method)
     _check_options(spec, options)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if budget is not None and (
         isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)) or budget < 2
     ):
@@ -139,6 +143,7 @@ def explain(
     if budget is not None and n_evals > budget:  # a method bug, never a user error
         raise RuntimeError(f"method {spec.name!r} spent {n_evals} evaluations, over its budget of {budget}")
     heat, segments = _to_image_resolution(result, original.shape[:2])
+    check_finite_map(heat, spec.name, options)
     params = {**spec.options, **options}
     params["budget"] = budget
     return Explanation(

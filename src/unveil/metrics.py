@@ -33,6 +33,7 @@ import torch
 from .explanation import Explanation
 from .images import resize
 from .models.base import Model, as_model
+from .methods.registry import check_seed
 from .perturb import Perturber, make_baseline
 from .segmentation import upsample_labels
 
@@ -217,12 +218,6 @@ def _check_explanation(explanation) -> Explanation:
     return explanation
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
-    return int(seed)
-
-
 def _inputs(model, image, explanation):
     """(Model, C x h x w input, h x w map at the input size, target)."""
     explanation = _check_explanation(explanation)
@@ -255,7 +250,7 @@ class _Causal:
 
     def __post_init__(self):
         step_counts(100, self.step)  # validates step
-        _check_seed(self.seed)
+        check_seed(self.seed)
 
     name = "causal"
     higher_is_better = True
@@ -410,7 +405,7 @@ class Randomization:
             isinstance(self.max_steps, bool) or not isinstance(self.max_steps, (int, np.integer)) or self.max_steps < 1
         ):
             raise ValueError(f"max_steps: expected a positive int or None, got {self.max_steps!r}")
-        _check_seed(self.seed)
+        check_seed(self.seed)
 
     def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
         """Re-explain on randomized copies of ``model`` (a torch model; the original is never touched)."""

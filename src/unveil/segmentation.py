@@ -56,8 +56,8 @@ def segment(
     h, w = image.shape[:2]
     if isinstance(method, np.ndarray):
         labels = np.asarray(method)
-        if labels.ndim != 2:
-            raise ValueError(f"segmentation: a label map must be 2-D (H x W), got shape {labels.shape}")
+        if labels.ndim != 2 or labels.size == 0:
+            raise ValueError(f"segmentation: a label map must be 2-D (H x W) and not empty, got shape {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"segmentation: a label map must hold integers, got dtype {labels.dtype}")
         if labels.shape != (h, w):
@@ -77,16 +77,20 @@ def segment(
 
     if method == "slic":
         opts = dict(n_segments=int(n_features), compactness=10.0, sigma=1.0, start_label=0)
-        opts.update(options)
-        labels = sks.slic(image, **opts)
+        run = sks.slic
     elif method == "quickshift":
         opts = dict(kernel_size=4, max_dist=200, ratio=0.2, rng=seed)
-        opts.update(options)
-        labels = sks.quickshift(image, **opts)
+        run = sks.quickshift
     else:  # felzenszwalb: the scale that gives about n_features segments grows with the image area
         opts = dict(scale=max(1.0, h * w / (4.0 * n_features)), sigma=0.8, min_size=max(8, h * w // (8 * n_features)))
-        opts.update(options)
-        labels = sks.felzenszwalb(image, **opts)
+        run = sks.felzenszwalb
+    opts.update(options)
+    try:
+        labels = run(image, **opts)
+    except (TypeError, ValueError, ZeroDivisionError) as err:  # an option scikit-image refuses
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"segmentation {method!r}" + (f" with {given}" if given else "")
+                         + f" failed in scikit-image: {type(err).__name__}: {err}") from None
     return relabel(labels)
 
 

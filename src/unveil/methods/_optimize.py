@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..perturb import progress_bar
+from .registry import check_positive, check_seed
 
 __all__ = ["OptimResult", "optimize", "check_common", "explain_batch", "image_generators", "DEFAULT_GROUP"]
 
@@ -51,8 +52,8 @@ def check_common(iterations, lr, stop_below) -> tuple[int, float, float]:
     """Validate the options every learned method shares; return them as (int, float, float)."""
     if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise ValueError(f"iterations: expected a non-negative int (optimizer steps), got {iterations!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) or not lr > 0:
-        raise ValueError(f"lr: expected a positive number (Adam's learning rate), got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) or not 0 < lr < np.inf:
+        raise ValueError(f"lr: expected a positive finite number (Adam's learning rate), got {lr!r}")
     if stop_below is None:
         stop_below = 0.0
     if (
@@ -65,17 +66,6 @@ def check_common(iterations, lr, stop_below) -> tuple[int, float, float]:
             f"got {stop_below!r}"
         )
     return int(iterations), float(lr), float(stop_below)
-
-
-def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
-    """A clear ValueError naming ``name`` unless ``value`` is a positive (or non-negative) number."""
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, kinds)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and np.isfinite(value)
-    if not ok:
-        what = "int" if integer else "number"
-        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} {what}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 def image_generators(seed: int, n: int) -> list[torch.Generator]:
@@ -205,7 +195,7 @@ def explain_batch(
     extras once its original size is known. Other keyword arguments are the method's options.
     Returns one :class:`unveil.Explanation` per image, in order; ``n_evals`` counts that image's forwards.
     """
-    from ..api import _check_options, _check_seed, _to_image_resolution
+    from ..api import _check_options, _to_image_resolution, check_finite_map
     from ..explanation import Explanation
     from ..models.base import as_model
     from .registry import MethodResult, get_method
@@ -215,7 +205,7 @@ def explain_batch(
     if spec.family != "learned":
         raise ValueError(f"method: explain_batch runs the learned methods, not {method!r}")
     _check_options(spec, options)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     model = as_model(model)
     model.require_gradients(method)
     if isinstance(images, (str, bytes)) or not hasattr(images, "__iter__"):
@@ -260,6 +250,7 @@ def explain_batch(
         if finish is not None:
             finish(res, original.shape[:2])
         heat, _ = _to_image_resolution(MethodResult(map=res.map, interpolation="bilinear"), original.shape[:2])
+        check_finite_map(heat, spec.name, options)
         explanations.append(
             Explanation(
                 map=heat,

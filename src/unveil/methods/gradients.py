@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..perturb import make_baseline, progress_bar
-from .registry import Context, MethodResult, register
+from .registry import Context, MethodResult, option_mapping, register
 
 __all__ = [
     "OUTPUTS",
@@ -255,7 +255,7 @@ def build_attributor(name: str, ctx: Context, options: dict | None = None) -> At
     """The configured attributor of gradient method ``name`` (options checked like ``explain``'s)."""
     if name not in _ATTRIBUTORS:
         raise ValueError(f"base: expected a gradient method, one of {attributor_names()}, got {name!r}")
-    options = dict(options or {})
+    options = option_mapping("base_options", options)
     builder = _ATTRIBUTORS[name]
     known = [p.name for p in list(inspect.signature(builder).parameters.values())[1:]]
     unknown = sorted(set(options) - set(known))

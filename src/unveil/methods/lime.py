@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Context, MethodResult, register
+from .registry import Context, MethodResult, check_positive, option_mapping, register
 
 SURROGATES = ("ridge", "lasso", "tree")
 UPSAMPLING = ("bicubic", "nearest", "none")
@@ -158,9 +158,13 @@ def lime(
         raise ValueError(f"upsample: unknown {upsample!r}; choose one of {UPSAMPLING}")
     if selection != "all" and selection not in SELECTIONS:
         raise ValueError(f"selection: unknown {selection!r}; choose 'all' or one of {sorted(SELECTIONS)}")
-    if not kernel_width > 0:
-        raise ValueError(f"kernel_width: expected a positive number, got {kernel_width!r}")
-    labels = ctx.segment(segmentation, n_features, **(segmentation_options or {}))
+    check_positive("kernel_width", kernel_width)
+    if alpha is not None:
+        alpha = check_positive("alpha", alpha, allow_zero=True)
+    if max_depth is not None:
+        max_depth = check_positive("max_depth", max_depth, integer=True)
+    n_select = check_positive("n_select", n_select, integer=True)
+    labels = ctx.segment(segmentation, n_features, **option_mapping("segmentation_options", segmentation_options))
     k = int(labels.max()) + 1
     remaining = ctx.remaining()
     n = int(n_samples) if remaining is None else min(int(n_samples), remaining + 1)  # row 0 is already scored

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..perturb import gaussian_blur
-from ._optimize import ImageOutcome, check_common, check_positive, optimize, target_probability
+from ._optimize import ImageOutcome, check_common, optimize, target_probability
 from ._optimize import explain_batch as _explain_batch
-from .registry import Context, MethodResult, register
+from .registry import Context, MethodResult, check_positive, register
 
 __all__ = ["meaningful", "explain_batch", "tv_norm", "run_batch", "PERTURBATIONS"]
 

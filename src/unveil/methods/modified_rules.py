@@ -97,8 +97,8 @@ class Epsilon(Rule):
     """epsilon-LRP: g(z) / (z + eps * sign(z)), sign(+0.0) = +1 (the sign bit decides, as ``copysign``)."""
 
     def __init__(self, eps: float = 1e-4):
-        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:
-            raise ValueError(f"eps: expected a non-negative float, got {eps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 <= eps < np.inf:
+            raise ValueError(f"eps: expected a non-negative finite float, got {eps!r}")
         self.eps = float(eps)
 
     def multiplier(self, module, z, y, z0=None, y0=None):

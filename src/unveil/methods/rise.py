@@ -20,6 +20,9 @@ import torch
 
 from .registry import Context, MethodResult, register
 
+#: Grid cells per side when ``s`` is not given (the paper's 7), fewer for an input with a shorter side.
+DEFAULT_S = 7
+
 
 # ----------------------------------------------------------------------------- plain functions
 def draw_grids(
@@ -87,17 +90,20 @@ def rise(
     ctx: Context,
     *,
     n_masks: int = 1000,
-    s: int = 7,
+    s: int | None = None,
     p: float = 0.5,
     baseline="zero",
 ) -> MethodResult:
     """``n_masks`` random masks (``budget`` caps them; the paper used 4000 to 8000 on a GPU, 1000 keeps a
-    CPU call to seconds), grids of ``s`` x ``s`` cells kept with probability ``p``; hidden pixels show
+    CPU call to seconds), grids of ``s`` x ``s`` cells (default 7, or the input's shorter side when that is
+    smaller) kept with probability ``p``; hidden pixels show
     ``baseline`` (default 'zero', the paper's image times mask). The map is sum_i f(x_i) M_i / (N p).
     """
     if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
         raise ValueError(f"n_masks: expected a positive int, got {n_masks!r}")
     _, h, w = ctx.x.shape
+    if s is None:  # the paper's 7 x 7 grid, fewer cells on an input with a side under 7 pixels
+        s = min(DEFAULT_S, h, w)
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= s <= min(h, w):
         raise ValueError(f"s: expected an int from 1 to {min(h, w)} (grid cells per side), got {s!r}")
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 < p <= 1:
