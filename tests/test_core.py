@@ -189,6 +189,12 @@ def test_top_mask_errors(tiny, image):
         exp.top_mask(3)
     with pytest.raises(ValueError, match="exactly one"):
         exp.top_mask()
+    for bad in ("0.5", 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="fraction must lie in"):
+            exp.top_mask(fraction=bad)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="k: expected a positive int"):
+            tiny.predict(image, k=bad)
 
 
 def test_load_errors(tmp_path, tiny, image):

@@ -238,6 +238,22 @@ def test_bad_options_are_named():
         learned_mod.explain_batch(model, [region_image()] * 2, [0], progress=False)
     with pytest.raises(TypeError, match="gradients"):
         unveil.explain(lambda b: np.ones((len(b), 2)) / 2, region_image(), method="meaningful", progress=False)
+    with pytest.raises(ValueError, match="blocks x layers"):
+        run("learned", model, region_image(), blocks=10**9)
+    with pytest.raises(ValueError, match="jitter: expected at most"):
+        run("meaningful", model, region_image(), jitter=10**9)
+
+
+def test_a_dilation_wider_than_the_image_equals_the_widest_useful_one():
+    rng = np.random.default_rng(0)
+    diff = rng.random((9, 13))
+    widest, _ = learned_mod.postprocess(diff, border=0.0, dilation=2 * 13 + 1)
+    huge, _ = learned_mod.postprocess(diff, border=0.0, dilation=10**9)
+    np.testing.assert_array_equal(huge, widest)
+    from scipy import ndimage
+
+    direct = ndimage.grey_dilation(diff ** 6.0, size=(60, 60), mode="constant", cval=0.0)
+    np.testing.assert_allclose(huge, direct, rtol=1e-6)
 
 
 @pytest.mark.parametrize("perturbation", ["constant", "noise"])

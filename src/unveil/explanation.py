@@ -97,7 +97,8 @@ class Explanation:
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
                 raise ValueError(f"top_mask: k must be a non-negative int, got {k!r}")
             return np.isin(self.segments, self.top_features(int(k)))
-        if not 0.0 <= fraction <= 1.0:
+        if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= fraction <= 1.0:
             raise ValueError(f"top_mask: fraction must lie in [0, 1], got {fraction!r}")
         n = int(round(fraction * self.map.size))
         mask = np.zeros(self.map.size, dtype=bool)

@@ -53,10 +53,15 @@ def generate(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Te
     return (z - zmin) / (zmax - zmin).clamp_min(1e-12) * (xmax - xmin) + xmin
 
 
+#: The most convolutions (``blocks`` x ``layers``) a generator may have (the paper's is 3 x 3).
+MAX_CONVOLUTIONS = 256
+
+
 def postprocess(difference: np.ndarray, power: float = 6.0, border: float = 0.1, dilation: int = 20):
     """h x w channel-mean ``|x - x'|`` -> (map, centre of mass (row, col) in the same pixels, NaN if empty):
     raised to ``power``, ``int(border * side)`` pixels zeroed on each side, grey-dilated by a square of
-    ``dilation`` pixels."""
+    ``dilation`` pixels (a square wider than 2 x the longer side + 1 covers the whole image from every pixel,
+    so larger ones are taken at that width: the same result)."""
     d = np.asarray(difference, dtype=np.float64) ** power
     h, w = d.shape
     bh, bw = int(border * h), int(border * w)
@@ -67,7 +72,8 @@ def postprocess(difference: np.ndarray, power: float = 6.0, border: float = 0.1,
         d[:, :bw] = 0.0
         d[:, w - bw :] = 0.0
     if dilation > 1:
-        d = ndimage.grey_dilation(d, size=(dilation, dilation), mode="constant", cval=0.0)
+        side = min(int(dilation), 2 * max(h, w) + 1)
+        d = ndimage.grey_dilation(d, size=(side, side), mode="constant", cval=0.0)
     com = ndimage.center_of_mass(d) if d.sum() > 0 else (float("nan"), float("nan"))
     return d.astype(np.float32), (float(com[0]), float(com[1]))
 
@@ -121,6 +127,9 @@ def run_batch(
         raise ValueError(f"kernel_size: expected an odd int (same padding), got {kernel_size!r}")
     blocks = check_positive("blocks", blocks, integer=True)
     layers = check_positive("layers", layers, integer=True)
+    if blocks * layers > MAX_CONVOLUTIONS:
+        raise ValueError(f"blocks x layers: {blocks} x {layers} convolutions, more than the {MAX_CONVOLUTIONS} "
+                         "a generator may have")
     l1 = check_positive("l1", l1, allow_zero=True)
     if init not in INITS:
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")

@@ -89,6 +89,8 @@ def run_batch(
     iterations, lr, stop_below = check_common(iterations, lr, stop_below)
 
     n, c, h, w = xs.shape
+    if jitter > max(h, w):
+        raise ValueError(f"jitter: expected at most the input's longer side ({max(h, w)} pixels), got {jitter}")
     device, dtype = xs.device, xs.dtype
     targets = targets.to(device)
     J = jitter

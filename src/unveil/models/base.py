@@ -501,6 +501,8 @@ class Model:
 
     def predict(self, image, k: int = 5) -> list[tuple[int, str, float]]:
         """Top-``k`` classes of one image as (index, label, probability)."""
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k: expected a positive int (classes to list), got {k!r}")
         _, x = self.prepare(image)
         p = self.probabilities(x, batch_size=1)[0]
         top = torch.topk(p, min(k, p.numel()))
