@@ -426,3 +426,24 @@ def test_use_onnxruntime_needs_a_cpu_torch_module_with_a_fixed_size():
 def test_default_model_runs_forward_passes_on_onnxruntime_when_installed():
     assert unveil.load_model().inference == "onnxruntime"  # the test extra installs onnxruntime and onnx
     assert unveil.load_model(inference="torch").inference == "torch"
+
+
+def test_a_module_returning_a_mapping_runs_on_onnxruntime_with_the_same_scores():
+    class Dict(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x)).mean(dim=(2, 3))
+            return {"hidden": h, "logits": self.fc(h)}
+
+    net = Dict().eval()
+    x = torch.rand(5, 3, 16, 16)
+    plain = unveil.Model(net, input_size=(16, 16)).probabilities(x, batch_size=5)
+    ort = unveil.Model(net, input_size=(16, 16)).use_onnxruntime()
+    got = ort.probabilities(x, batch_size=5)
+    assert ort.inference == "onnxruntime"
+    np.testing.assert_allclose(got.numpy(), plain.numpy(), atol=1e-6)

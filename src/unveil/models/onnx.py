@@ -281,17 +281,28 @@ def export_onnx(model: Model, path, *, opset: int = 17, **options) -> OnnxModel:
 
 
 def _export(model: Model, path: Path, opset: int = 17) -> None:
-    """``torch.onnx.export`` of ``model.fn`` (normalized N x C x H x W in, first output out, batch free)."""
+    """``torch.onnx.export`` of ``model.fn`` (normalized N x C x H x W in, its class scores out as
+    :func:`~unveil.models.base.class_scores` reads them, batch free)."""
     import warnings
 
     import torch
+
+    from .base import class_scores
+
+    class Scores(torch.nn.Module):  # the module's scores however it returns them (a mapping, a tuple, ...)
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return class_scores(self.fn(x), model.name)
 
     c = model.channels or 3
     example = torch.rand(2, c, *model.input_size, device=model.device)
     with model.inference_behaviour(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
         try:
-            torch.onnx.export(model.fn, (example,), str(path), input_names=["image"], output_names=["scores"],
+            torch.onnx.export(Scores(model.fn), (example,), str(path), input_names=["image"], output_names=["scores"],
                               dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, opset_version=opset,
                               dynamo=False)
         except ModuleNotFoundError as err:
