@@ -185,3 +185,21 @@ def test_an_output_folder_that_is_a_file_is_one_clear_line(tmp_path, scripted, p
     err = capsys.readouterr().err
     assert err.startswith("unveil: error: --out") and "exists and is not a folder" in err
     assert blocker.read_text() == "x"
+
+
+def test_option_values_read_json_and_pythons_constants():
+    from unveil.cli import _option
+
+    assert _option("paired=False") == ("paired", False)
+    assert _option("paired=true") == ("paired", True)
+    assert _option("alpha=None") == ("alpha", None)
+    assert _option("n_features=30") == ("n_features", 30)
+    assert _option("segmentation=grid") == ("segmentation", "grid")
+    assert _option("window=[8, 8]") == ("window", [8, 8])
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "x"])
+def test_explain_table_top_must_be_positive_before_any_work(top, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["explain-table", "missing.csv", "--row", "0", "--model", "m.py:f", "--top", top])
+    assert err.value.code == 2 and "--top: expected a positive int" in capsys.readouterr().err

@@ -118,6 +118,22 @@ def test_two_targets_show_the_classes_side_by_side(tiny, image, tmp_path):
     assert len(page.images) == 1 + 4 + 2 + 4
 
 
+def test_a_repeated_target_is_shown_once_and_a_folder_is_no_report_path(tiny, image, tmp_path):
+    calls = []
+
+    def uniform(batch):
+        calls.append(len(batch))
+        return np.full((len(batch), 3), 1 / 3, np.float32)
+
+    model = unveil.Model(uniform, input_size=(32, 32))
+    with pytest.raises(ValueError, match="is a folder"):
+        unveil.compare(model, image, methods=["occlusion"], out=tmp_path, options=opts("occlusion"))
+    assert calls == []  # refused before any model evaluation
+    cmp = unveil.compare(tiny, image, methods=["occlusion"], targets=[2, "class2", 2], options=opts("occlusion"),
+                         progress=False, step=0.25, random_floor=False)
+    assert cmp.targets == [2] and len(cmp.entry("occlusion").explanations) == 1
+
+
 def test_budget_goes_to_perturbation_methods_only(tiny, image):
     grads = [s.name for s in method_specs() if s.family == "gradient" and s.name in ("saliency", "grad_input")]
     if not grads:
@@ -139,6 +155,10 @@ def test_compare_errors_are_named(tiny, image):
         unveil.compare(tiny, image, methods=["occlusion", "occlusion"])
     with pytest.raises(ValueError, match="out of range"):
         unveil.compare(tiny, image, methods=["occlusion"], targets=[99])
+    with pytest.raises(ValueError, match="targets: expected a class"):
+        unveil.compare(tiny, image, methods=["occlusion"], targets=1.0)
+    with pytest.raises(ValueError, match="top_fraction"):
+        unveil.compare(tiny, image, methods=["occlusion"], top_fraction="a")
     grads = [s.name for s in method_specs() if s.needs_gradients]
     if grads:
         callable_model = unveil.Model(lambda b: np.full((len(b), 3), 1 / 3), input_size=(8, 8))

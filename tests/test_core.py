@@ -197,6 +197,23 @@ def test_top_mask_errors(tiny, image):
             tiny.predict(image, k=bad)
 
 
+def test_sidecar_is_strict_json_with_null_for_nan(tmp_path, tiny, image):
+    import dataclasses
+
+    exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
+    exp = dataclasses.replace(exp, extras={**exp.extras, "r2": float("nan"), "few": np.array([1.0, np.inf])})
+    path = exp.save(tmp_path / "e.npz")
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    meta = json.loads(path.with_suffix(".json").read_text(), parse_constant=refuse)
+    assert meta["extras"]["r2"] is None
+    back = unveil.Explanation.load(path)
+    assert back.extras["r2"] is None
+    np.testing.assert_array_equal(back.extras["few"], [1.0, np.inf])  # arrays keep their values in the .npz
+
+
 def test_load_errors(tmp_path, tiny, image):
     with pytest.raises(ValueError, match="not found"):
         unveil.Explanation.load(tmp_path / "missing.npz")

@@ -279,3 +279,60 @@ def test_random_explanation_per_pixel_and_per_cell():
     assert len(np.unique(cells)) == int(labels.max()) + 1
     with pytest.raises(ValueError, match="cells"):
         metrics.random_explanation(ref, cells=0)
+
+
+def test_an_array_baseline_survives_save_and_load_so_deletion_scores_the_same(tmp_path):
+    model = tiny_model()
+    img = np.random.default_rng(0).random((24, 32, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="lime", n_samples=30, n_features=8, segmentation="grid",
+                         baseline=np.zeros((24, 32, 3), np.float32), progress=False)
+    back = unveil.Explanation.load(exp.save(tmp_path / "l.npz"))
+    np.testing.assert_array_equal(back.params["baseline"], exp.params["baseline"])
+    a, b = metrics.deletion(model, img, exp), metrics.deletion(model, img, back)
+    assert a.details["baseline"] == b.details["baseline"] == "image"
+    assert a.score == b.score
+    assert metrics.deletion(model, img, exp).score != metrics.Deletion(baseline="mean")(model, img, exp).score
+
+
+def test_metrics_refuse_a_mismatched_image_target_or_map_and_bad_settings():
+    import dataclasses
+
+    model = tiny_model()
+    img = np.random.default_rng(0).random((24, 32, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="occlusion", window=8, progress=False)
+    other = np.random.default_rng(1).random((50, 20, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="map is 24 x 32 but the image is 50 x 20"):
+        metrics.deletion(model, other, exp)
+    with pytest.raises(ValueError, match=r"target 9 is out of range: the model has 3 classes \(0..2\)"):
+        metrics.deletion(tiny_model(n_classes=3), img, dataclasses.replace(exp, target=9))
+    unlabelled = unveil.Model(TinyNet(n_classes=3), input_size=(32, 32))  # its class count known only once run
+    with pytest.raises(ValueError, match="target 9 is out of range: model .* has 3 classes.*another model"):
+        metrics.deletion(unlabelled, img, dataclasses.replace(exp, target=9))
+    with pytest.raises(ValueError, match="target: the explanation has none"):
+        metrics.deletion(model, img, dataclasses.replace(exp, target=None))
+    nan_map = dataclasses.replace(exp, map=np.full_like(exp.map, np.nan))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.pointing_game(nan_map, (0, 0, 5, 5))
+    for bad in (lambda: metrics.Deletion(batch_size=0), lambda: metrics.Deletion(batch_size="x"),
+                lambda: metrics.Insertion(blur_sigma=float("nan")), lambda: metrics.Insertion(blur_sigma=-1),
+                lambda: metrics.Stability(top_fraction="x"), lambda: metrics.PointingGame(tolerance=float("nan"))):
+        with pytest.raises(ValueError, match="batch_size|blur_sigma|top_fraction|tolerance"):
+            bad()
+
+
+def test_randomization_copies_keep_the_models_channels():
+    class Gray(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    model = unveil.Model(Gray(), input_size=(16, 16), channels=1)
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="saliency")
+    res = metrics.Randomization(max_steps=2)(model, img, exp)
+    assert len(res.y) == 3 and np.isfinite(res.y).all()

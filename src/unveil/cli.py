@@ -33,16 +33,33 @@ def _target(text: str):
     return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
+#: Python's spellings of the JSON constants, accepted in -o KEY=VALUE too.
+_PY_CONSTANTS = {"True": True, "False": False, "None": None}
+
+
 def _option(text: str):
-    """KEY=VALUE; VALUE is read as JSON when it parses (numbers, true/false, lists), else kept as text."""
+    """KEY=VALUE; VALUE is read as JSON when it parses (numbers, true/false, null, lists) or as Python's
+    True/False/None, else kept as text."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
+    if value.strip() in _PY_CONSTANTS:
+        return key.strip(), _PY_CONSTANTS[value.strip()]
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
         parsed = value
     return key.strip(), parsed
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
 
 
 def method_options(method: str, args) -> dict:
@@ -249,9 +266,11 @@ def _metric_list(text: str) -> list[str]:
 def cmd_compare(args) -> int:
     from .compare import compare
     from .images import load_image
+    from .report import check_report_path
 
     check_options(args.methods, args)
     load_image(args.image, channels=None)  # a bad file fails before the model loads
+    check_report_path(args.out)
     model = load_cli_model(args.model, args.batch_size)
     options = {m: method_options(m, args) for m in args.methods}
     options = {m: o for m, o in options.items() if o}
@@ -466,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method option, e.g. -o num_samples=2000 -o baseline=background (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="most rows in one call of the model")
-    p.add_argument("--top", type=int, default=10, help="features printed (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="features printed (default 10)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

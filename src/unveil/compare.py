@@ -164,8 +164,13 @@ def compare(
         raise ValueError(f"budget: expected an int >= 2 (model evaluations), got {budget!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k: expected a positive int (segments), got {top_k!r}")
-    if not 0.0 < top_fraction <= 1.0:
+    if isinstance(top_fraction, (bool, np.bool_)) \
+            or not isinstance(top_fraction, (int, float, np.integer, np.floating)) or not 0.0 < top_fraction <= 1.0:
         raise ValueError(f"top_fraction: expected a fraction in (0, 1], got {top_fraction!r}")
+    if out is not None:  # before the long work: a report path that cannot be written fails now
+        from .report import check_report_path
+
+        check_report_path(out)
     deletion = Deletion(step=step, seed=seed, batch_size=batch_size, progress=progress)
     insertion = Insertion(step=step, seed=seed, batch_size=batch_size, progress=progress)
 
@@ -176,10 +181,10 @@ def compare(
     if targets is None:
         target_list = [top[0][0]]
     else:
-        raw = [targets] if isinstance(targets, (str, int, np.integer)) else list(targets)
-        if not raw:
-            raise ValueError("targets: expected a class, a list of classes or None")
-        target_list = [model.class_index(t, probs.shape[0]) for t in raw]
+        raw = [targets] if isinstance(targets, (str, int, np.integer)) else targets
+        if not isinstance(raw, (list, tuple)) or not raw:
+            raise ValueError(f"targets: expected a class, a list of classes or None, got {targets!r}")
+        target_list = list(dict.fromkeys(model.class_index(t, probs.shape[0]) for t in raw))  # repeats once
 
     entries = []
     for spec in specs:

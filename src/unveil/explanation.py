@@ -28,18 +28,27 @@ def make_folder(folder: Path, what: str = "output folder") -> Path:
     return folder
 
 
+def _as_array(value) -> np.ndarray | None:
+    """An option value that is an array (numpy, or a torch tensor) as numpy; None for anything else."""
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return None
+
+
 def _jsonable(value: Any):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist() if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
+        return _jsonable(value.tolist()) if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
     if isinstance(value, (np.integer,)):
         return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None  # strict JSON has no NaN or infinity
+    if isinstance(value, (str, int, bool)) or value is None:
         return value
     return repr(value)
 
@@ -123,10 +132,12 @@ class Explanation:
         make_folder(path.parent)
         arrays = {name: getattr(self, name) for name in _ARRAYS if getattr(self, name) is not None}
         extra_arrays = {f"extra__{k}": v for k, v in self.extras.items() if isinstance(v, np.ndarray)}
-        np.savez_compressed(path, **arrays, **extra_arrays)
+        params = self.params if isinstance(self.params, dict) else {}
+        param_arrays = {f"param__{k}": a for k, a in ((k, _as_array(v)) for k, v in params.items()) if a is not None}
+        np.savez_compressed(path, **arrays, **extra_arrays, **param_arrays)
         meta = self.metadata()
         meta["extras"] = {k: _jsonable(v) for k, v in self.extras.items() if not isinstance(v, np.ndarray)}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, allow_nan=False))
         return path
 
     @classmethod
@@ -146,9 +157,12 @@ class Explanation:
         if not isinstance(meta, dict) or not isinstance(meta.get("extras") or {}, dict):
             raise ValueError(f"not a readable explanation: {js} holds no explanation's metadata")
         extras = dict(meta.get("extras") or {})
+        params = meta.get("params")
         for k in list(arrays):
             if k.startswith("extra__"):
                 extras[k[len("extra__"):]] = arrays.pop(k)
+            elif k.startswith("param__") and isinstance(params, dict):
+                params[k[len("param__"):]] = arrays.pop(k)
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in meta.items() if k in names and k not in _ARRAYS}
         kwargs["extras"] = extras

@@ -34,7 +34,7 @@ from .explanation import Explanation
 from .images import resize
 from .models.base import Model, as_model
 from .methods.registry import check_seed
-from .perturb import Perturber, make_baseline
+from .perturb import Perturber, check_blur_sigma, make_baseline
 from .segmentation import upsample_labels
 
 __all__ = [
@@ -215,7 +215,22 @@ def _check_explanation(explanation) -> Explanation:
         raise TypeError(f"explanation: expected a unveil.Explanation, got {type(explanation).__name__}")
     if np.ndim(explanation.map) != 2:
         raise ValueError(f"explanation: map must be 2-D, got shape {np.shape(explanation.map)}")
+    if not np.all(np.isfinite(np.asarray(explanation.map, dtype=np.float64))):
+        raise ValueError("explanation map contains NaN or infinite values")
     return explanation
+
+
+def _check_metric_batch_size(value) -> None:
+    if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+                              or value < 1):
+        raise ValueError(f"batch_size: expected a positive int or None (the model's), got {value!r}")
+
+
+def _check_fraction(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name}: expected a fraction in (0, 1], got {value!r}")
+    return float(value)
 
 
 def _inputs(model, image, explanation):
@@ -226,18 +241,33 @@ def _inputs(model, image, explanation):
         image = explanation.image
         if image is None:
             raise ValueError("image: the explanation keeps no image; pass the image explicitly")
-    _, x = model.prepare(image)
-    size = tuple(x.shape[1:])
+    original, x = model.prepare(image)
     m = np.asarray(explanation.map, dtype=np.float32)
-    if not np.all(np.isfinite(m)):
-        raise ValueError("explanation map contains NaN or infinite values")
+    (mh, mw), (ih, iw) = m.shape, original.shape[:2]
+    if abs(mh * iw / mw - ih) > max(1.0, ih / mh):  # maps come at the image's resolution (or a multiple)
+        raise ValueError(f"explanation: its map is {mh} x {mw} but the image is {ih} x {iw} (another shape); "
+                         "pass the image it explains")
+    size = tuple(x.shape[1:])
     if m.shape != size:
         m = resize(m, size, order=1)
     return model, x, m, explanation
 
 
 def _target(model: Model, explanation: Explanation, target) -> int:
-    return explanation.target if target is None else model.class_index(target)
+    if target is None:
+        if explanation.target is None:
+            raise ValueError("target: the explanation has none; pass target=")
+        target = explanation.target
+    return model.class_index(target)
+
+
+def _target_scores(probs: np.ndarray, target: int, model: Model) -> np.ndarray:
+    """Column ``target`` of a pass's probabilities; a ValueError when the model has fewer classes (an
+    explanation made with another model)."""
+    if target >= probs.shape[1]:
+        raise ValueError(f"target {target} is out of range: model {model.name!r} has {probs.shape[1]} classes "
+                         f"(0..{probs.shape[1] - 1}); was the explanation made with another model?")
+    return probs[:, target]
 
 
 # ----------------------------------------------------------------------------- deletion / insertion
@@ -251,6 +281,7 @@ class _Causal:
     def __post_init__(self):
         step_counts(100, self.step)  # validates step
         check_seed(self.seed)
+        _check_metric_batch_size(self.batch_size)
 
     name = "causal"
     higher_is_better = True
@@ -281,7 +312,7 @@ class _Causal:
             c = torch.as_tensor(counts[start:stop], device=x.device)[:, None, None]
             return (rank_t[None] >= c) if deleting else (rank_t[None] < c)
 
-        perturber.score_masks(make, len(counts), lambda masks, probs: ys.append(probs[:, target]))
+        perturber.score_masks(make, len(counts), lambda masks, probs: ys.append(_target_scores(probs, target, model)))
         y = np.concatenate(ys)
         xs = counts / rank.size
         return MetricResult(
@@ -350,6 +381,11 @@ class Insertion(_Causal):
     higher_is_better = True
     _kind = "insertion"
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.blur_sigma is not None:
+            check_blur_sigma(self.blur_sigma)
+
     def _baseline(self, x, explanation):
         return make_baseline(x, "blur", blur_sigma=self.blur_sigma), "blur"
 
@@ -365,7 +401,8 @@ def _copy_model(model: Model, module: torch.nn.Module) -> Model:
     std = None if model._std is None else model._std.reshape(-1).tolist()
     return Model(module, input_size=model.input_size, labels=model.labels, mean=mean, std=std,
                  outputs=model.outputs, batch_size=model.batch_size, channels_last=model.channels_last,
-                 name=f"{model.name} (randomized)")
+                 name=f"{model.name} (randomized)", eval_mode=model.eval_mode, channels=model.channels,
+                 alpha=model.alpha, background=model.background, max_side=model.max_side)
 
 
 def _explain_again(model, image, explanation: Explanation, seed: int, batch_size, progress: bool):
@@ -406,6 +443,7 @@ class Randomization:
         ):
             raise ValueError(f"max_steps: expected a positive int or None, got {self.max_steps!r}")
         check_seed(self.seed)
+        _check_metric_batch_size(self.batch_size)
 
     def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
         """Re-explain on randomized copies of ``model`` (a torch model; the original is never touched)."""
@@ -482,8 +520,8 @@ class Stability:
     def __post_init__(self):
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 2:
             raise ValueError(f"k: expected an int >= 2 (seeds), got {self.k!r}")
-        if not 0.0 < self.top_fraction <= 1.0:
-            raise ValueError(f"top_fraction: expected a fraction in (0, 1], got {self.top_fraction!r}")
+        _check_fraction("top_fraction", self.top_fraction)
+        _check_metric_batch_size(self.batch_size)
 
     def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
         """Re-explain under ``k - 1`` further seeds and compare all pairs."""
@@ -531,7 +569,8 @@ class PointingGame:
     higher_is_better = True
 
     def __post_init__(self):
-        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float, np.number)) or self.tolerance < 0:
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float, np.number)) \
+                or not 0 <= self.tolerance < np.inf:
             raise ValueError(f"tolerance: expected a non-negative number of pixels, got {self.tolerance!r}")
 
     def __call__(self, explanation: Explanation, truth) -> MetricResult:

@@ -42,6 +42,14 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return z[0] if squeeze else z
 
 
+def check_blur_sigma(sigma) -> float:
+    """``sigma`` as a float; a ValueError unless it is a positive finite number of pixels."""
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer, np.floating)) \
+            or not 0 < sigma < np.inf:
+        raise ValueError(f"blur_sigma: expected a positive number of pixels, got {sigma!r}")
+    return float(sigma)
+
+
 def make_baseline(
     x: torch.Tensor,
     kind="mean",
@@ -65,7 +73,7 @@ def make_baseline(
         if kind == "zero":
             return torch.zeros_like(x)
         if kind == "blur":
-            sigma = blur_sigma if blur_sigma is not None else 0.1 * min(h, w)
+            sigma = check_blur_sigma(blur_sigma) if blur_sigma is not None else 0.1 * min(h, w)
             return gaussian_blur(x, float(sigma))
         if kind == "segment_mean":
             if labels is None:

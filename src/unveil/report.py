@@ -212,9 +212,20 @@ def render_html(cmp) -> str:
     )
 
 
+def check_report_path(path: str | Path) -> Path:
+    """``path`` as a Path whose folder exists (created) and that is not a folder itself; a ValueError says
+    why otherwise."""
+    from .explanation import make_folder
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"report path {path} is a folder; give a file name such as {path / 'report.html'}")
+    make_folder(path.parent, "report folder")
+    return path
+
+
 def write_report(cmp, path: str | Path) -> Path:
     """Write :func:`render_html` of ``cmp`` to ``path`` (folders created); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_report_path(path)
     path.write_text(render_html(cmp), encoding="utf-8")
     return path

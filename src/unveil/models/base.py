@@ -247,7 +247,8 @@ class Model:
 
     @property
     def num_classes(self) -> int | None:
-        return len(self.labels) if self.labels is not None else None
+        """The number of classes: the labels', else the count of the scores returned so far (None before)."""
+        return len(self.labels) if self.labels is not None else self._n_classes
 
     def __repr__(self) -> str:
         return (
