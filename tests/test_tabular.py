@@ -62,6 +62,11 @@ def test_libsvm_round_trip_against_sklearn(tmp_path):
         ("1 2:1 2:3\n", "appears twice"),
         ("1 1:1\n2 1:1\n3 1:1\n", "3 distinct labels"),
         ("1 1:nan\n", "non-finite"),
+        ("1 1:1\nnan 1:2\n0 1:3\n", "line 2: the label 'nan' is not a finite number"),
+        ("1 1:1\n-inf 1:2\n", "line 2: the label '-inf' is not a finite number"),
+        ("1 1:1\n1 2:1\n", "every label is 1, one class; a binary problem needs two"),
+        ("-1 1:1\n-1 2:1\n", "every label is -1, one class"),
+        ("5 1:1\n", "every label is 5, one class"),
     ],
 )
 def test_libsvm_bad_files(tmp_path, text, match):
@@ -78,6 +83,22 @@ def test_libsvm_missing_file_and_n_features(tmp_path):
     path.write_text("1 5:1\n0 1:1\n")
     with pytest.raises(ValueError, match="exceeds n_features"):
         load_libsvm(path, n_features=3)
+
+
+def test_libsvm_refuses_a_dense_matrix_too_large_to_build(tmp_path):
+    path = tmp_path / "huge.txt"
+    path.write_text("1 99999999999:1\n0 1:1\n")
+    need = 2 * 99999999999 * 4
+    with pytest.raises(ValueError, match=rf"huge.txt: the largest feature index is 99999999999; a dense X of 2 rows "
+                                         rf"x 99999999999 columns \(float32\) would need {need} bytes"):
+        load_libsvm(path)
+    path.write_text("1 1:1\n0 2:1\n")
+    with pytest.raises(ValueError, match=r"n_features=2147483648; .* over the limit of 4 GiB"):
+        load_libsvm(path, n_features=2**31)
+    # the limit is on bytes: 2 rows x 2^29 columns is exactly 4 GiB (refused only above), so one more column
+    # is refused while the check itself allocates nothing
+    with pytest.raises(ValueError, match="would need 4294967304 bytes"):
+        load_libsvm(path, n_features=2**29 + 1)
 
 
 @pytest.mark.skipif(not PHISHING.exists(), reason="shared data not present")
@@ -149,3 +170,26 @@ def test_streak_beats_random_and_uses_fewer_fits_than_greedy():
         select_features(X, y, 5, method="lasso")
     with pytest.raises(ValueError, match="y"):
         LogisticLikelihood(X, np.full(len(y), 2))
+
+
+def test_selection_input_errors_name_the_input():
+    X, y = synthetic(6, n=40, d=3, true=(0, 2))
+    bad = X.copy()
+    bad[5, 2] = np.nan
+    bad[7, 0] = np.inf
+    with pytest.raises(ValueError, match=r"^X: has 2 non-finite values \(NaN or infinite; first at row 5, column 2\)"):
+        select_features(bad, y, 2)
+    with pytest.raises(ValueError, match="^X: has no rows"):
+        select_features(np.zeros((0, 3)), np.zeros(0, np.int64), 2)
+    with pytest.raises(ValueError, match="^y: every label is 1; a logistic regression needs both classes"):
+        select_features(X, np.ones(len(y), np.int64), 2)
+    with pytest.raises(TypeError, match="^X: expected numbers"):
+        select_features(np.full((4, 2), "a"), y[:4], 1)
+    for pairs in ("False", 0, None):
+        with pytest.raises(ValueError, match=f"^pairs: expected True or False, got {pairs!r}$"):
+            select_features(X, y, 2, pairs=pairs)
+    for l2 in (-1.0, float("nan"), float("inf"), "abc"):
+        with pytest.raises(ValueError, match="^l2: expected a finite number >= 0"):
+            select_features(X, y, 2, l2=l2)
+    # numpy bools are bools: the same selection
+    assert select_features(X, y, 2, pairs=np.bool_(True)).selected == select_features(X, y, 2, pairs=True).selected

@@ -3,9 +3,11 @@ budgets and evaluation counts, save/load/plot, input errors and the explain-tabl
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -331,6 +333,75 @@ def test_bad_inputs_get_clear_errors(linear):
         explain_tabular(model, np.full(F, np.nan), background=bg)
 
 
+@pytest.mark.parametrize("method,option,value", [
+    ("lime", "discretize", "False"),
+    ("lime", "discretize", "no"),
+    ("lime", "discretize", 0),
+    ("lime", "sample_around_instance", "False"),
+    ("lime", "sample_around_instance", None),
+    ("kernelshap", "paired", "no"),
+    ("kernelshap", "paired", 1),
+])
+def test_bool_options_take_only_true_or_false(linear, method, option, value):
+    model, _, x, bg = linear
+    with pytest.raises(ValueError, match=f"^{option}: expected True or False, got {value!r}$"):
+        explain_tabular(model, x, background=bg, method=method, **{option: value})
+    with pytest.raises(ValueError, match="^progress: expected True or False, got 'False'$"):
+        explain_tabular(model, x, background=bg, method=method, progress="False")
+
+
+def test_numpy_bools_are_bools(linear):
+    model, _, x, bg = linear
+    for method, option in [("lime", "discretize"), ("lime", "sample_around_instance"), ("kernelshap", "paired")]:
+        opts = {"num_samples": 200} if method == "lime" else {"n_samples": 60}
+        for flag in (False, True):
+            a = explain_tabular(model, x, background=bg, method=method, **opts, **{option: flag})
+            b = explain_tabular(model, x, background=bg, method=method, **opts, **{option: np.bool_(flag)})
+            np.testing.assert_array_equal(a.weights, b.weights)
+
+
+@pytest.mark.parametrize("option,value,match", [
+    ("alpha", -1.0, "alpha: expected a non-negative number, got -1.0"),
+    ("alpha", "abc", "alpha: expected a non-negative number, got 'abc'"),
+    ("alpha", float("nan"), "alpha: expected a non-negative number, got nan"),
+    ("alpha", True, "alpha: expected a non-negative number, got True"),
+    ("kernel_width", 0, "kernel_width: expected a positive number, got 0"),
+    ("kernel_width", -2.0, "kernel_width: expected a positive number, got -2.0"),
+    ("kernel_width", "abc", "kernel_width: expected a positive number, got 'abc'"),
+    ("kernel_width", float("inf"), "kernel_width: expected a positive number, got inf"),
+    ("discretizer", ["quartile"], r"discretizer: unknown \['quartile'\]"),
+    ("feature_selection", ["auto"], r"feature_selection: unknown \['auto'\]"),
+])
+def test_lime_numeric_options_are_checked(linear, option, value, match):
+    model, _, x, bg = linear
+    with pytest.raises(ValueError, match=match):
+        explain_tabular(model, x, background=bg, method="lime", num_samples=100, **{option: value})
+
+
+def test_lime_alpha_is_the_ridge_penalty(linear):
+    """Continuous LIME of a linear model: with alpha 0 the ridge is plain least squares and recovers
+    coefficient x background std exactly; alpha None is the default 1; a large alpha shrinks the weights."""
+    model, W, x, bg = linear
+    opts = dict(method="lime", target=1, discretize=False, num_samples=300)
+    exact = explain_tabular(model, x, background=bg, alpha=0, **opts)
+    np.testing.assert_allclose(exact.weights, W[:, 1] * bg.std(axis=0), rtol=1e-8, atol=1e-10)
+    default = explain_tabular(model, x, background=bg, **opts)
+    np.testing.assert_array_equal(explain_tabular(model, x, background=bg, alpha=None, **opts).weights,
+                                  default.weights)
+    shrunk = explain_tabular(model, x, background=bg, alpha=np.float32(1e4), **opts)
+    assert np.linalg.norm(shrunk.weights) < 0.5 * np.linalg.norm(exact.weights)
+
+
+@pytest.mark.parametrize("method", ["kernelshap", "shapley", "streak"])
+def test_n_background_is_checked_with_every_baseline(linear, method):
+    model, _, x, bg = linear
+    for baseline in ("mean", "background", x):
+        with pytest.raises(ValueError, match="n_background: expected an int >= 1"):
+            explain_tabular(model, x, background=bg, method=method, baseline=baseline, n_background="abc")
+        with pytest.raises(ValueError, match="n_background: expected an int >= 1"):
+            explain_tabular(model, x, background=bg, method=method, baseline=baseline, n_background=0)
+
+
 def test_pandas_frames_give_names_and_reach_the_model_as_frames(linear):
     pd = pytest.importorskip("pandas")
     model, W, x, bg = linear
@@ -344,6 +415,45 @@ def test_pandas_frames_give_names_and_reach_the_model_as_frames(linear):
     exp = explain_tabular(frame_model, pd.Series(x, index=cols), background=pd.DataFrame(bg, columns=cols),
                           method="kernelshap", target=0)
     assert exp.feature_names == cols and seen[0] == cols
+
+
+def test_pandas_row_is_matched_to_the_background_by_column_name(linear):
+    pd = pytest.importorskip("pandas")
+    model, W, x, bg = linear
+    cols = [f"c{i}" for i in range(F)]
+    frame = pd.DataFrame(bg, columns=cols)
+    truth = W[:, 0] * (x - bg.mean(axis=0))  # KernelSHAP of a linear model, hidden features at the mean
+    order = list(np.random.default_rng(1).permutation(cols))
+    assert order != cols
+    shuffled = pd.Series(x, index=cols)[order]
+    for row in (shuffled, shuffled.to_frame().T):  # a Series and a one-row DataFrame
+        exp = explain_tabular(lambda df: df.to_numpy() @ W, row, background=frame, method="kernelshap", target=0)
+        np.testing.assert_allclose(exp.weights, truth, atol=1e-8)
+        np.testing.assert_array_equal(exp.values, x)
+        assert exp.feature_names == cols
+    # a plain array still goes by position
+    exp = explain_tabular(lambda df: df.to_numpy() @ W, x, background=frame, method="kernelshap", target=0)
+    np.testing.assert_allclose(exp.weights, truth, atol=1e-8)
+
+    renamed = pd.Series(x, index=cols[:3] + ["zz"] + cols[4:])
+    with pytest.raises(ValueError, match=r"x: its column names differ from the background's: "
+                                         r"missing \['c3'\], unexpected \['zz'\]"):
+        explain_tabular(model, renamed, background=frame, method="kernelshap")
+    with pytest.raises(ValueError, match=r"x: repeated column names \['c0'\]"):
+        explain_tabular(model, pd.Series(x, index=["c0"] + cols[:-1]), background=frame, method="kernelshap")
+
+
+def test_pandas_non_numeric_columns_are_named(linear):
+    pd = pytest.importorskip("pandas")
+    model, _, x, bg = linear
+    frame = pd.DataFrame(bg[:, :4], columns=["a", "b", "c", "d"]).assign(city="Paris", zone=list("xy") * 150)
+    with pytest.raises(TypeError, match=r"^background: column\(s\) \['city', 'zone'\] are not numbers"):
+        explain_tabular(model, frame.iloc[0], background=frame, method="kernelshap")
+    with pytest.raises(TypeError, match=r"^background: column\(s\) \['city', 'zone'\] are not numbers"):
+        explain_tabular(model, np.zeros(6), background=frame, method="kernelshap")
+    row = pd.Series({"a": 1.0, "b": 2.0, "c": "3 kg", "d": 4.0})
+    with pytest.raises(TypeError, match=r"^x: column\(s\) \['c'\] are not numbers"):
+        explain_tabular(model, row, background=frame[["a", "b", "c", "d"]], method="kernelshap")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -386,6 +496,32 @@ def test_explain_table_command_end_to_end(tmp_path, capsys):
     assert "--row 40: the file has 40 data rows" in capsys.readouterr().err
     assert main(["explain-table", str(csv), "--row", "1", "--model", spec, "--out", str(out)]) == 2  # label kept
     assert "5 features" in capsys.readouterr().err  # the model's own complaint: it was fitted on 4
+
+
+def test_load_csv_drops_a_byte_order_mark_and_names_bad_bytes(tmp_path):
+    from unveil.tabular_explain import load_csv
+
+    text = "label,age,income\r\n1,30,2.5\r\n0,41,3.25\r\n"
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(codecs.BOM_UTF8 + text.encode("utf-8"))  # as Excel's "CSV UTF-8" saves it
+    data, names = load_csv(excel, label_column="label")
+    assert names == ["age", "income"]
+    np.testing.assert_array_equal(data, [[30, 2.5], [41, 3.25]])
+    data, names = load_csv(excel)
+    assert names == ["label", "age", "income"] and data[0, 0] == 1
+
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("name\u00e9,age\n1,2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(latin))}, line 1: byte 0xe9 is not UTF-8"):
+        load_csv(latin)
+    latin.write_bytes(codecs.BOM_UTF8 + b"a,b\n1,2\n\n3,\xe9\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(latin))}, line 4: byte 0xe9 is not UTF-8"):
+        load_csv(latin)
+    # line numbers count the lines of the file, blank ones included
+    gaps = tmp_path / "gaps.csv"
+    gaps.write_text("a,b\n1,2\n\n\n3,x\n")
+    with pytest.raises(ValueError, match=r"gaps.csv, line 5, column 'b': 'x' is not a number"):
+        load_csv(gaps)
 
 
 def test_unveil_exports():

@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 SELECTORS = ("streak", "greedy", "random")
+#: the largest dense ``X`` (bytes) :func:`load_libsvm` builds: 4 GiB.
+MAX_DENSE_BYTES = 1 << 32
 
 
 # ----------------------------------------------------------------------------- libsvm files
@@ -39,7 +41,9 @@ def load_libsvm(path: str | Path, n_features: int | None = None) -> tuple[np.nda
 
     Returns ``X`` (rows x features, dense float32; ``n_features`` columns, default the largest index) and
     ``y`` (int64 in {0, 1}: labels {0, 1} as they are, {-1, 1} with -1 -> 0, any other two values ordered).
-    A missing, empty or malformed file raises ValueError naming the file and the line.
+    The labels must hold exactly two classes (a binary problem). A missing, empty or malformed file, a
+    non-finite label, or a dense ``X`` over :data:`MAX_DENSE_BYTES` (4 GiB, e.g. from one huge feature
+    index) raises ValueError naming the file (and the line).
     """
     p = Path(path)
     if not p.is_file():
@@ -65,6 +69,8 @@ def load_libsvm(path: str | Path, n_features: int | None = None) -> tuple[np.nda
             label = float(tokens[0])
         except ValueError:
             raise ValueError(f"{p}, line {lineno}: the label {tokens[0]!r} is not a number") from None
+        if not np.isfinite(label):
+            raise ValueError(f"{p}, line {lineno}: the label {tokens[0]!r} is not a finite number")
         r = len(labels)
         seen: set[int] = set()
         for tok in tokens[1:]:
@@ -95,10 +101,19 @@ def load_libsvm(path: str | Path, n_features: int | None = None) -> tuple[np.nda
         if d > n_features:
             raise ValueError(f"{p}: feature index {d} exceeds n_features={n_features}")
         d = int(n_features)
+    need = len(labels) * d * np.dtype(np.float32).itemsize
+    if need > MAX_DENSE_BYTES:
+        what = f"n_features={d}" if n_features is not None else f"the largest feature index is {d}"
+        raise ValueError(
+            f"{p}: {what}; a dense X of {len(labels)} rows x {d} columns (float32) would need {need} bytes "
+            f"({need / 2**30:.1f} GiB), over the limit of {MAX_DENSE_BYTES / 2**30:.0f} GiB"
+        )
     X = np.zeros((len(labels), d), dtype=np.float32)
     X[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)] = np.asarray(vals, dtype=np.float32)
     lab = np.asarray(labels)
     classes = np.unique(lab)
+    if len(classes) == 1:
+        raise ValueError(f"{p}: every label is {classes[0]:g}, one class; a binary problem needs two")
     if set(classes) <= {0.0, 1.0}:
         y = lab.astype(np.int64)
     elif set(classes) <= {-1.0, 1.0}:
@@ -113,6 +128,8 @@ def load_libsvm(path: str | Path, n_features: int | None = None) -> tuple[np.nda
 # ----------------------------------------------------------------------------- features
 def feature_elements(n_features: int, pairs: bool = False) -> list:
     """The elements to stream: column indices 0..d-1, then (with ``pairs``) every product (i, j), i < j."""
+    if not isinstance(pairs, (bool, np.bool_)):
+        raise ValueError(f"pairs: expected True or False, got {pairs!r}")
     elems: list = list(range(int(n_features)))
     if pairs:
         elems += [(i, j) for i in range(n_features) for j in range(i + 1, n_features)]
@@ -219,15 +236,29 @@ class LogisticLikelihood:
         cache_size: int = 1024,
     ):
         X = np.asarray(X)
+        try:
+            values = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"X: expected numbers (rows x features), got an array of {X.dtype}") from None
         y = np.asarray(y)
         if X.ndim != 2:
             raise ValueError(f"X: expected a 2-D array (rows x features), got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError("X: has no rows; a logistic regression needs training rows")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"X: has {int(bad.sum())} non-finite values (NaN or infinite; first at row {r}, "
+                             f"column {c})")
         if y.shape != (X.shape[0],):
             raise ValueError(f"y: expected {X.shape[0]} labels, got shape {y.shape}")
         if not np.all((y == 0) | (y == 1)):
             raise ValueError("y: labels must be 0 or 1")
-        if not l2 >= 0:
-            raise ValueError(f"l2: expected a non-negative number, got {l2!r}")
+        if np.all(y == y[0]):
+            raise ValueError(f"y: every label is {int(y[0])}; a logistic regression needs both classes 0 and 1")
+        if (isinstance(l2, (bool, np.bool_)) or not isinstance(l2, (int, float, np.integer, np.floating))
+                or not (np.isfinite(l2) and l2 >= 0)):
+            raise ValueError(f"l2: expected a finite number >= 0 (the L2 penalty), got {l2!r}")
         self.X = X
         self.y = y.astype(np.float64)
         self.n = X.shape[0]

@@ -24,7 +24,9 @@ Methods (:data:`TABULAR_METHODS`):
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import math
 import time
 from pathlib import Path
@@ -35,7 +37,7 @@ import numpy as np
 from .explanation import Explanation
 from .methods.kernelshap import constrained_fit, sample_coalitions, shapley_kernel
 from .methods.lime import SELECTIONS, fit_surrogate, weighted_r2
-from .methods.registry import MethodSpec
+from .methods.registry import MethodSpec, check_positive
 from .methods.shapley import budget_chunks, marginal_contributions, permutation_masks
 from .streak import streak as run_streak
 
@@ -77,7 +79,7 @@ class TableModel:
         self.frame = frame  # (DataFrame type, columns): rows go to the model as that frame
         self.n_evals = 0
         self.n_outputs: int | None = None
-        self.progress, self.desc, self._bar = bool(progress), desc, None
+        self.progress, self.desc, self._bar = _check_bool(progress, "progress"), desc, None
 
     def close(self) -> None:
         """Close the progress bar (if one was drawn)."""
@@ -185,13 +187,50 @@ def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, s
 
 
 # ----------------------------------------------------------------------------- inputs
-def _frame_info(obj):
-    """(values, column names, DataFrame type) of a pandas DataFrame/Series, else (obj, None, None)."""
+def _frame_info(obj, name: str):
+    """(values, column names, DataFrame type) of a pandas DataFrame/Series, else (obj, None, None). A column
+    (a Series: an entry) that is not numbers is a TypeError naming it and ``name``."""
     if hasattr(obj, "to_numpy") and hasattr(obj, "columns"):
-        return obj.to_numpy(), [str(c) for c in obj.columns], type(obj)
-    if hasattr(obj, "to_numpy") and hasattr(obj, "index"):
-        return obj.to_numpy(), [str(c) for c in obj.index], None
-    return obj, None, None
+        labels, frame_type = list(obj.columns), type(obj)
+    elif hasattr(obj, "to_numpy") and hasattr(obj, "index"):
+        labels, frame_type = list(obj.index), None
+    else:
+        return obj, None, None
+    try:
+        values = obj.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        bad = []
+        for j, label in enumerate(labels):
+            try:
+                np.asarray(obj.iloc[:, j] if frame_type is not None else obj.iloc[j], dtype=np.float64)
+            except (TypeError, ValueError):
+                bad.append(str(label))
+        raise TypeError(f"{name}: column(s) {bad or labels} are not numbers; every feature must be numeric "
+                        f"(encode categories as numbers first)") from None
+    return values, [str(c) for c in labels], frame_type
+
+
+def _match_names(x: np.ndarray, x_names: list[str], bg_names: list[str]) -> np.ndarray:
+    """``x`` reordered from its own column names to the background's; a ValueError when the names differ."""
+    if x_names == bg_names:
+        return x
+    if len(x_names) != x.size:  # a multi-row x: its shape error comes later
+        return x
+    for which, names in (("x", x_names), ("background", bg_names)):
+        if len(set(names)) < len(names):
+            seen: set[str] = set()
+            dup = sorted({n for n in names if n in seen or seen.add(n)})
+            raise ValueError(f"{which}: repeated column names {dup}; x and background cannot be matched by name")
+    x_set, bg_set = set(x_names), set(bg_names)
+    missing = [n for n in bg_names if n not in x_set]
+    unexpected = [n for n in x_names if n not in bg_set]
+    if missing or unexpected:
+        raise ValueError(
+            f"x: its column names differ from the background's: missing {missing}, unexpected {unexpected} "
+            f"(pass x as a numpy array to match the columns by position)"
+        )
+    pos = {n: i for i, n in enumerate(x_names)}
+    return x[[pos[n] for n in bg_names]]
 
 
 def _as_numbers(value, name: str) -> np.ndarray:
@@ -205,11 +244,13 @@ def _as_numbers(value, name: str) -> np.ndarray:
 
 
 def _check_inputs(x, background, feature_names):
-    x, x_names, _ = _frame_info(x)
-    background, bg_names, frame_type = _frame_info(background)
+    background, bg_names, frame_type = _frame_info(background, "background")
+    x, x_names, _ = _frame_info(x, "x")
     x = _as_numbers(x, "x")
     if x.ndim == 2 and x.shape[0] == 1:
         x = x[0]
+    if x_names is not None and bg_names is not None:
+        x = _match_names(x, x_names, bg_names)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"x: expected one row (a 1-D array of the features), got shape {x.shape}")
     if background is None:
@@ -229,6 +270,13 @@ def _check_inputs(x, background, feature_names):
         raise ValueError(f"feature_names: expected {n} names (one per column), got {names!r}")
     frame = (frame_type, bg_names) if frame_type is not None else None
     return x, background, [str(s) for s in names], frame
+
+
+def _check_bool(value, name: str) -> bool:
+    """A real bool (Python or numpy); anything else (the text 'False', 0, None) is a ValueError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _check_int(value, name: str, low: int, what: str, none_ok: bool = True):
@@ -279,16 +327,16 @@ class TableContext:
 
     def coalitions(self, baseline, n_background: int) -> "Coalitions":
         """f(S) for this row and target, hidden features from ``baseline`` (see the module docstring)."""
+        n_background = _check_int(n_background, "n_background", 1, "background rows averaged", none_ok=False)
         if isinstance(baseline, str):
             if baseline not in BASELINES:
                 raise ValueError(f"baseline: unknown {baseline!r}; choose one of {BASELINES} or give a row")
             if baseline == "mean":
                 refs = self.background.mean(axis=0, keepdims=True)
             else:
-                n = _check_int(n_background, "n_background", 1, "background rows averaged", none_ok=False)
                 rows = self.background
-                if len(rows) > n:
-                    rows = rows[np.sort(self.rng.choice(len(rows), size=n, replace=False))]
+                if len(rows) > n_background:
+                    rows = rows[np.sort(self.rng.choice(len(rows), size=n_background, replace=False))]
                 refs = rows
         else:
             refs = _as_numbers(baseline, "baseline").reshape(1, -1)
@@ -441,23 +489,25 @@ def lime(
     kept by ``feature_selection`` ('auto': forward selection up to 6 features, else highest weights, as the
     lime package; 'none', 'forward', 'highest_weights', 'streak'), then the ridge is refitted on them.
     Weights are per interpretable unit: 'in the row's bin' (discretized) or one background standard deviation
-    (continuous). ``extras``: ``r2``, ``intercept``, ``local_prediction``, ``conditions`` (discretized)."""
+    (continuous). ``alpha``: the ridge penalty (>= 0; None: 1). ``kernel_width``: > 0 (None: 0.75 sqrt(F)).
+    ``extras``: ``r2``, ``intercept``, ``local_prediction``, ``conditions`` (discretized)."""
     n = _check_int(num_samples, "num_samples", 2, "samples", none_ok=False)
-    if discretizer not in DISCRETIZERS:
+    discretize = _check_bool(discretize, "discretize")
+    sample_around_instance = _check_bool(sample_around_instance, "sample_around_instance")
+    if not isinstance(discretizer, str) or discretizer not in DISCRETIZERS:
         raise ValueError(f"discretizer: unknown {discretizer!r}; choose one of {sorted(DISCRETIZERS)}")
-    if feature_selection not in LIME_SELECTIONS:
+    if not isinstance(feature_selection, str) or feature_selection not in LIME_SELECTIONS:
         raise ValueError(f"feature_selection: unknown {feature_selection!r}; choose one of {LIME_SELECTIONS}")
     k = _check_int(num_features, "num_features", 1, "features kept")
-    width = 0.75 * math.sqrt(ctx.n_features) if kernel_width is None else float(kernel_width)
-    if not width > 0:
-        raise ValueError(f"kernel_width: expected a positive number, got {kernel_width!r}")
+    width = (0.75 * math.sqrt(ctx.n_features) if kernel_width is None
+             else check_positive("kernel_width", kernel_width))
+    alpha = 1.0 if alpha is None else check_positive("alpha", alpha, allow_zero=True)
     remaining = ctx.remaining()
     if remaining is not None:
         n = min(n, remaining + 1)  # row 0 is the explained row, already scored
         if n < 2:
             raise ValueError(f"budget: {ctx.budget} evaluations leave no room for LIME samples")
-    interp, rows, extras = _lime_samples(ctx, n, bool(discretize), discretizer, bool(sample_around_instance),
-                                         ctx.feature_names)
+    interp, rows, extras = _lime_samples(ctx, n, discretize, discretizer, sample_around_instance, ctx.feature_names)
     y = np.concatenate([[ctx.score], ctx.model(rows[1:])[:, ctx.target]])
     d = np.linalg.norm(interp - interp[0], axis=1)
     w = np.sqrt(np.exp(-(d**2) / width**2))
@@ -471,7 +521,7 @@ def lime(
 
             alpha_sel = 0.0 if mode == "forward" else None  # the lime package's forward selection: no penalty
             used = np.asarray(SELECTIONS[mode](interp, y, w, k, alpha=alpha_sel, rng=ctx.rng, seed=ctx.seed), np.int64)
-    coef, intercept, r2 = fit_surrogate(interp[:, used], y, w, "ridge", float(alpha))
+    coef, intercept, r2 = fit_surrogate(interp[:, used], y, w, "ridge", alpha)
     weights = np.zeros(ctx.n_features)
     weights[used] = coef
     extras.update(r2=r2, intercept=intercept, local_prediction=float(intercept + interp[0, used] @ coef),
@@ -492,6 +542,7 @@ def kernelshap(ctx: TableContext, *, n_samples: int | None = None, baseline="mea
     f(all) - f(none). ``extras``: ``base_value`` (= f(none)), ``f_all``, ``r2``, ``exact``, ``n_samples``."""
     n_feat = ctx.n_features
     total = _check_int(n_samples, "n_samples", 1, "coalitions")
+    paired = _check_bool(paired, "paired")
     total = 2 * n_feat + 2048 if total is None else total
     f = ctx.coalitions(baseline, n_background)
     remaining = ctx.remaining()
@@ -510,7 +561,7 @@ def kernelshap(ctx: TableContext, *, n_samples: int | None = None, baseline="mea
         else:  # drawn chunk by chunk: coalitions that repeat cost nothing and buy more samples
             zs, ys = [], []
             for size in budget_chunks(ctx, total, f.cost, 0, 1 << 14):
-                zs.append(sample_coalitions(ctx.rng, size, n_feat, bool(paired)))
+                zs.append(sample_coalitions(ctx.rng, size, n_feat, paired))
                 ys.append(f(zs[-1]))
             z, y = np.concatenate(zs), np.concatenate(ys)
             w = np.ones(len(z))
@@ -603,7 +654,9 @@ def explain_tabular(
     probabilities, e.g. a scikit-learn ``predict_proba``, are explained as they are), or N values (a
     regression: one output, target 0); also an estimator with ``predict_proba`` (else ``predict``), a torch
     module taking N x F float32 tensors (its raw outputs), or a :class:`unveil.Model` (its probabilities).
-    When ``background`` is a pandas DataFrame the rows reach the model as DataFrames with its columns.
+    When ``background`` is a pandas DataFrame the rows reach the model as DataFrames with its columns; when
+    ``x`` (a Series or one-row DataFrame) carries column names too, its values are matched to the background's
+    columns by name (other names: ValueError).
     ``x``: one row (F values). ``background``: rows x F, the data perturbations draw from and hidden features
     come from. ``target``: output number or class name; the top output when None. ``feature_names``: default
     the DataFrame's columns, else x0..x{F-1}. ``class_names``: default the estimator's ``classes_`` or the
@@ -675,24 +728,31 @@ def load_csv(path: str | Path, label_column: str | None = None) -> tuple[np.ndar
     """Read a CSV file whose first row names the columns and whose other rows are numbers.
 
     Returns (rows x features float64, feature names); ``label_column`` (a name) is dropped. ValueError names
-    the file, the line and the column of anything that is not a number.
+    the file, the line and the column of anything that is not a number. The file is UTF-8 (a byte-order mark,
+    as Excel writes, is dropped); other bytes are a ValueError naming the file and the line.
     """
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no such CSV file: {p}")
-    with p.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header:
-            raise ValueError(f"{p}: empty file; the first row must name the columns")
-        header = [h.strip() for h in header]
-        rows = []
-        for lineno, row in enumerate(reader, 2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{p}, line {lineno}: {len(row)} values for {len(header)} columns")
-            rows.append(row)
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+        line = raw.count(b"\n", 0, start) + 1
+        raise ValueError(f"{p}, line {line}: byte 0x{raw[start]:02x} is not UTF-8; save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise ValueError(f"{p}: empty file; the first row must name the columns")
+    header = [h.strip() for h in header]
+    rows = []
+    for row in reader:
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise ValueError(f"{p}, line {reader.line_num}: {len(row)} values for {len(header)} columns")
+        rows.append((reader.line_num, row))
     drop = None
     if label_column is not None:
         if label_column not in header:
@@ -702,12 +762,12 @@ def load_csv(path: str | Path, label_column: str | None = None) -> tuple[np.ndar
     if not rows:
         raise ValueError(f"{p}: no data rows under the header")
     data = np.empty((len(rows), len(keep)), dtype=np.float64)
-    for i, row in enumerate(rows):
+    for i, (lineno, row) in enumerate(rows):
         for c, j in enumerate(keep):
             try:
                 data[i, c] = float(row[j])
             except ValueError:
                 raise ValueError(
-                    f"{p}, line {i + 2}, column {header[j]!r}: {row[j]!r} is not a number"
+                    f"{p}, line {lineno}, column {header[j]!r}: {row[j]!r} is not a number"
                 ) from None
     return data, [header[j] for j in keep]
