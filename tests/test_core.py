@@ -635,3 +635,60 @@ def test_input_size_and_label_count_errors(image):
     n = wrong.fn(torch.zeros(1, 3, 32, 32)).shape[1]
     with pytest.raises(ValueError, match=f"returned {n} class scores but has 2 labels"):
         unveil.explain(wrong, image, method="occlusion", window=8, progress=False)
+
+
+def test_figures_draw_large_images_reduced_by_block_means():
+    from unveil import viz
+
+    a = np.arange(7 * 10, dtype=np.float32).reshape(7, 10)
+    got = viz._block_mean(a, 3)
+    padded = np.pad(a, ((0, 2), (0, 2)), mode="edge")
+    assert got.shape == (3, 4)
+    assert got[0, 0] == a[:3, :3].mean() and got[2, 3] == padded[6:9, 9:12].mean()
+    exp = unveil.Explanation(map=np.linspace(-1, 2, 2100 * 900, dtype=np.float32).reshape(2100, 900),
+                             target=0, label="x", score=0.5, method="occlusion", params={}, seed=0, n_evals=1,
+                             seconds=0.1, image=np.full((2100, 900, 3), 0.5, np.float32),
+                             segments=np.repeat(np.arange(2100)[:, None] // 300, 900, axis=1))
+    image, m, segments, lim = viz._for_drawing(exp)
+    assert max(m.shape) <= viz.DRAW_MAX_SIDE and image.shape[:2] == m.shape == segments.shape
+    assert lim == pytest.approx(2.0)  # the colour scale from the whole map
+    viz.plot(exp)  # draws
+    small = viz.overlay(exp, max_side=300)
+    assert small.shape == (525, 225, 3)  # 2100 x 900 in 4 x 4 blocks: at most 600 a side
+    np.testing.assert_allclose(small, viz._block_mean(viz.overlay(exp), 4), atol=0.05)
+    np.testing.assert_array_equal(viz.overlay(exp, max_side=5000), viz.overlay(exp))
+
+
+def test_save_stores_8_bit_images_as_uint8_and_large_arrays_uncompressed(tmp_path, tiny, monkeypatch):
+    import zipfile
+
+    from unveil import explanation as explanation_module
+
+    photo = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    exp = unveil.explain(tiny, photo, method="lime", n_samples=20, progress=False)
+    monkeypatch.setattr(explanation_module, "COMPRESS_BELOW", 1000)  # the map and image count as large
+    path = exp.save(tmp_path / "e.npz")
+    with zipfile.ZipFile(path) as zf:
+        kinds = {i.filename: i.compress_type for i in zf.infolist()}
+    assert "image_u8.npy" in kinds and "image.npy" not in kinds
+    assert kinds["image_u8.npy"] == kinds["map.npy"] == zipfile.ZIP_STORED
+    assert kinds["segments.npy"] == zipfile.ZIP_DEFLATED
+    with np.load(path) as raw:
+        assert raw["segments"].dtype == np.uint8 and raw["image_u8"].dtype == np.uint8
+    back = unveil.Explanation.load(path)
+    np.testing.assert_array_equal(back.image, photo.astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(back.image, exp.image)
+    assert back.segments.dtype == np.int32 and np.array_equal(back.segments, exp.segments)
+    np.testing.assert_array_equal(back.map, exp.map)
+
+
+def test_files_written_with_plain_savez_compressed_still_load(tmp_path, tiny, image):
+    exp = unveil.explain(tiny, image, method="lime", n_samples=20, progress=False)
+    path = exp.save(tmp_path / "e.npz")
+    with np.load(path) as raw:
+        arrays = {k: raw[k] for k in raw.files}
+    arrays["segments"] = arrays["segments"].astype(np.int32)
+    np.savez_compressed(path, **arrays)  # the earlier format: int32 labels, float image
+    back = unveil.Explanation.load(path)
+    np.testing.assert_array_equal(back.segments, exp.segments)
+    np.testing.assert_array_equal(back.image, exp.image)

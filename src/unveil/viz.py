@@ -17,16 +17,53 @@ def _symmetric_limit(m: np.ndarray) -> float:
     return lim if lim > 0 else 1.0
 
 
-def overlay(exp, alpha: float = 0.55, cmap: str = "bwr") -> np.ndarray:
-    """H x W x 3 float32: the (grayed) input blended with the map coloured symmetrically around zero."""
-    from matplotlib import colormaps
+#: The longest side, in pixels, of an image or map a figure draws: larger ones are reduced by k x k block means
+#: (segments by taking every k-th pixel) first. A figure panel is a few hundred pixels wide, and drawing a
+#: 48-megapixel photo took matplotlib half a minute. The colour scale still comes from the whole map.
+DRAW_MAX_SIDE = 1024
 
+
+def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    """Means of k x k blocks over the first two axes (the last partial row and column of blocks included)."""
+    if k <= 1:
+        return a
+    h, w = a.shape[:2]
+    hp, wp = -(-h // k) * k, -(-w // k) * k
+    a = a.astype(np.float32, copy=False)
+    if (hp, wp) != (h, w):  # pad by repeating the edge so partial blocks average real pixels
+        a = np.pad(a, ((0, hp - h), (0, wp - w)) + ((0, 0),) * (a.ndim - 2), mode="edge")
+    return a.reshape(hp // k, k, wp // k, k, *a.shape[2:]).mean(axis=(1, 3))
+
+
+def _for_drawing(exp, max_side: int = DRAW_MAX_SIDE):
+    """(image or None, map, segments or None, colour limit) of ``exp`` at most ``max_side`` pixels a side."""
     m = np.asarray(exp.map, dtype=np.float32)
     lim = _symmetric_limit(m)
+    k = -(-max(m.shape) // max(1, int(max_side)))
+    image = None if exp.image is None else rgb_projection(exp.image)
+    segments = exp.segments
+    if k > 1:
+        m = _block_mean(m, k)
+        image = None if image is None else _block_mean(image, k)
+        segments = None if segments is None else np.asarray(segments)[::k, ::k]
+    return image, m, segments, lim
+
+
+def overlay(exp, alpha: float = 0.55, cmap: str = "bwr", max_side: int | None = None) -> np.ndarray:
+    """H x W x 3 float32: the (grayed) input blended with the map coloured symmetrically around zero.
+    ``max_side``: for a picture of at most that many pixels a side (a thumbnail), the image and map are first
+    reduced by block means to at most twice that (the colour scale still from the whole map)."""
+    from matplotlib import colormaps
+
+    if max_side is None:
+        m = np.asarray(exp.map, dtype=np.float32)
+        lim = _symmetric_limit(m)
+        base = None if exp.image is None else rgb_projection(exp.image)
+    else:
+        base, m, _, lim = _for_drawing(exp, 2 * int(max_side))
     colours = colormaps[cmap]((m / lim + 1.0) / 2.0)[..., :3].astype(np.float32)
-    if exp.image is None:
+    if base is None:
         return colours
-    base = rgb_projection(exp.image)
     gray = base.mean(axis=2, keepdims=True).repeat(3, axis=2)
     weight = alpha * np.clip(np.abs(m) / lim, 0.0, 1.0)[..., None] ** 0.5
     return np.clip((1 - weight) * (0.35 * gray + 0.65 * base) + weight * colours, 0.0, 1.0)
@@ -35,19 +72,17 @@ def overlay(exp, alpha: float = 0.55, cmap: str = "bwr") -> np.ndarray:
 def _draw(ax, exp, cmap: str = "bwr", boundaries: bool = True, title: str | None = None):
     from matplotlib.colors import TwoSlopeNorm
 
-    m = np.asarray(exp.map, dtype=np.float32)
-    lim = _symmetric_limit(m)
-    if exp.image is not None:
-        base = rgb_projection(exp.image)
+    base, m, segments, lim = _for_drawing(exp)
+    if base is not None:
         ax.imshow(0.4 * base.mean(axis=2), cmap="gray", vmin=0, vmax=1)
-        if boundaries and exp.segments is not None:
+        if boundaries and segments is not None:
             from skimage.segmentation import find_boundaries
 
-            edge = find_boundaries(exp.segments, mode="inner")
+            edge = find_boundaries(segments, mode="inner")
             rgba = np.zeros(edge.shape + (4,), np.float32)
             rgba[edge] = (1.0, 1.0, 0.4, 0.5)
             ax.imshow(rgba)
-    im = ax.imshow(m, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), alpha=0.6 if exp.image is not None else 1.0)
+    im = ax.imshow(m, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), alpha=0.6 if base is not None else 1.0)
     ax.set_axis_off()
     ax.set_title(title or f"{exp.label} ({exp.score:.3f}) - {exp.method}", fontsize=9)
     return im
@@ -60,7 +95,7 @@ def plot(exp, path: str | Path | None = None, *, cmap: str = "bwr", boundaries: 
     fig = Figure(figsize=(8.4, 4.0), dpi=dpi)
     ax0, ax1 = fig.subplots(1, 2)
     if exp.image is not None:
-        ax0.imshow(rgb_projection(exp.image))
+        ax0.imshow(_for_drawing(exp)[0])
     ax0.set_axis_off()
     ax0.set_title("input", fontsize=9)
     im = _draw(ax1, exp, cmap=cmap, boundaries=boundaries)
