@@ -17,16 +17,18 @@ def _evals(n: int) -> str:
     return f"{n} evaluation{'' if n == 1 else 's'}"
 
 
-def _batch_size(text: str):
-    if text == "auto":
-        return "auto"
+def _positive_int(text: str, also: str = "") -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}") from None
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive int{also}, got {text!r}")
     return value
+
+
+def _batch_size(text: str):
+    return "auto" if text == "auto" else _positive_int(text, " or 'auto'")
 
 
 def _target(text: str):
@@ -50,16 +52,6 @@ def _option(text: str):
     except json.JSONDecodeError:
         parsed = value
     return key.strip(), parsed
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
 
 
 def method_options(method: str, args) -> dict:
