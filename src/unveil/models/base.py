@@ -9,9 +9,9 @@ the outputs into class probabilities.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 import threading
 import time
+from collections.abc import Mapping
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
