@@ -447,3 +447,17 @@ def test_a_module_returning_a_mapping_runs_on_onnxruntime_with_the_same_scores()
     got = ort.probabilities(x, batch_size=5)
     assert ort.inference == "onnxruntime"
     np.testing.assert_allclose(got.numpy(), plain.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train", "mixed"])
+def test_exporting_leaves_every_submodule_in_its_own_mode(mode):
+    net = TinyNet()
+    net.train(mode == "train")
+    if mode == "mixed":
+        net.eval()
+        next(m for m in net.modules() if m is not net).train()
+    before = [m.training for m in net.modules()]
+    model = unveil.Model(net, input_size=(32, 32)).use_onnxruntime()
+    model.probabilities(torch.rand(4, 3, 32, 32), batch_size=4)  # a pass of several inputs: the export
+    assert model.inference == "onnxruntime"
+    assert [m.training for m in net.modules()] == before

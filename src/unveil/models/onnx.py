@@ -299,15 +299,24 @@ def _export(model: Model, path: Path, opset: int = 17) -> None:
 
     c = model.channels or 3
     example = torch.rand(2, c, *model.input_size, device=model.device)
-    with model.inference_behaviour(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        try:
-            torch.onnx.export(Scores(model.fn), (example,), str(path), input_names=["image"], output_names=["scores"],
-                              dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, opset_version=opset,
-                              dynamo=False)
-        except ModuleNotFoundError as err:
-            raise ImportError(f"torch.onnx.export needs the package {err.name!r}: pip install onnx") \
-                from err
+    # the exporter switches the exported module to eval and back with a recursive train(flag) of its own
+    # top-level flag, which would leave every submodule of the user's module in that one mode: the flags are
+    # put back one by one afterwards
+    flags = [(m, m.training) for m in model.fn.modules()]
+    wrapper = Scores(model.fn).eval()
+    try:
+        with model.inference_behaviour(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+            try:
+                torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=["scores"],
+                                  dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
+                                  opset_version=opset, dynamo=False)
+            except ModuleNotFoundError as err:
+                raise ImportError(f"torch.onnx.export needs the package {err.name!r}: pip install onnx") \
+                    from err
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def inference_session(model: Model, opset: int = 17):
