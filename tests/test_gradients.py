@@ -565,3 +565,33 @@ def test_long_gradient_methods_report_progress(img, monkeypatch):
     bars.clear()
     unveil.explain(model, img, method="integrated_gradients", n_steps=20, progress=False)
     assert bars[0]["enabled"] is False
+
+
+def test_threads_sharing_one_model_get_the_same_maps_as_one_thread():
+    """The modified chain rules and Grad-CAM put hooks on the module for a while: other threads' passes wait
+    for them instead of running through them (they did: saliency maps changed, ε-LRP lost its units)."""
+    import threading
+
+    from conftest import tiny_model
+
+    model = tiny_model()
+    img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    methods = ("saliency", "elrp", "deeplift", "gradcam", "grad_input", "occlusion")
+    ref = {m: unveil.explain(model, img, method=m, progress=False).map for m in methods}
+    errors, worst = [], {m: 0.0 for m in methods}
+
+    def work(method):
+        try:
+            for _ in range(6):
+                got = unveil.explain(model, img, method=method, progress=False).map
+                worst[method] = max(worst[method], float(np.abs(got - ref[method]).max()))
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(f"{method}: {err!r}")
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in methods * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert max(worst.values()) <= 1e-6, worst

@@ -14,6 +14,7 @@ import contextlib
 
 import torch
 
+from ..models.base import module_lock
 from .gradients import Attributor, _require_torch, check_output, register_attributor, run_attributor, target_scores
 from .registry import Context, MethodResult, register
 
@@ -46,13 +47,14 @@ def captured_outputs(net: torch.nn.Module, layer: str | None):
     ]
     seen: list = []
     handles = []
-    try:
-        for n, m in targets:
-            handles.append(m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, out))))
-        yield seen
-    finally:
-        for h in handles:
-            h.remove()
+    with module_lock(net):  # no other thread's pass runs through these hooks
+        try:
+            for n, m in targets:
+                handles.append(m.register_forward_hook(lambda mod, args, out, n=n: seen.append((n, out))))
+            yield seen
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def _weighted_maps(scores: torch.Tensor, seen: list, layer: str | None):

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..models.base import module_lock
 from ..perturb import make_baseline
 from .gradients import (
     Attributor,
@@ -377,6 +378,8 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
     def __enter__(self):
         matched = self._matched()
         self.n_units = len(matched)
+        self._lock = module_lock(self.module)  # no other thread's pass runs through these hooks
+        self._lock.acquire()
         try:
             self._handles.append(self.module.register_forward_pre_hook(self._root_pre))
             for _, m, rule in matched:
@@ -384,6 +387,7 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
                 self._handles.append(m.register_forward_hook(self._post(rule)))
         except BaseException:
             self._remove()
+            self._lock.release()
             raise
         return self
 
@@ -395,7 +399,10 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
         self._refs = None
 
     def __exit__(self, *exc):
-        self._remove()
+        try:
+            self._remove()
+        finally:
+            self._lock.release()
         return False
 
     def check(self, output: torch.Tensor) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Callable, Iterable, Sequence
 
@@ -29,6 +30,22 @@ OUTPUTS = ("logits", "probabilities", "scores")
 
 #: How far outside [0, 1] outputs declared ``"probabilities"`` may stray (rounding) before they are refused.
 PROBABILITY_SLACK = 1e-3
+
+
+_MODULE_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_MODULE_LOCKS_GUARD = threading.Lock()
+
+
+def module_lock(module: torch.nn.Module) -> threading.RLock:
+    """The re-entrant lock of a torch module, shared by every adapter of it. Held by each forward pass and
+    for the whole of a block that puts hooks on the module (the modified chain rules, Grad-CAM's capture):
+    with several threads explaining with one model, a pass never runs through another thread's hooks or
+    with another pass's training flags cleared. (Backward passes run outside it: hooks act at forward time.)"""
+    with _MODULE_LOCKS_GUARD:
+        lock = _MODULE_LOCKS.get(module)
+        if lock is None:
+            lock = _MODULE_LOCKS[module] = threading.RLock()
+        return lock
 
 
 def class_scores(out, name: str):
@@ -344,7 +361,7 @@ class Model:
         z = x if normalized else self._normalize(x)
         if self.channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
-        with self.inference_behaviour():
+        with module_lock(self.fn), self.inference_behaviour():
             out = class_scores(self.fn(z), self.name)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"model {self.name!r} returned {type(out).__name__}; a torch module must return "

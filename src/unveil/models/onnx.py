@@ -287,7 +287,7 @@ def _export(model: Model, path: Path, opset: int = 17) -> None:
 
     import torch
 
-    from .base import class_scores
+    from .base import class_scores, module_lock
 
     class Scores(torch.nn.Module):  # the module's scores however it returns them (a mapping, a tuple, ...)
         def __init__(self, fn):
@@ -305,7 +305,7 @@ def _export(model: Model, path: Path, opset: int = 17) -> None:
     flags = [(m, m.training) for m in model.fn.modules()]
     wrapper = Scores(model.fn).eval()
     try:
-        with model.inference_behaviour(), warnings.catch_warnings():
+        with module_lock(model.fn), model.inference_behaviour(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
             try:
                 torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=["scores"],
