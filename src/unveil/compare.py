@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .explanation import Explanation
-from .metrics import DEFAULT_STEP, Deletion, Insertion, MetricResult, random_explanation
+from .metrics import DEFAULT_STEP, Deletion, Insertion, MetricResult, check_fraction, random_explanation
 from .models.base import as_model
 
 __all__ = ["compare", "Comparison", "MethodEntry", "DEFAULT_COMPARE_METHODS"]
@@ -164,9 +164,7 @@ def compare(
         raise ValueError(f"budget: expected an int >= 2 (model evaluations), got {budget!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k: expected a positive int (segments), got {top_k!r}")
-    if isinstance(top_fraction, (bool, np.bool_)) \
-            or not isinstance(top_fraction, (int, float, np.integer, np.floating)) or not 0.0 < top_fraction <= 1.0:
-        raise ValueError(f"top_fraction: expected a fraction in (0, 1], got {top_fraction!r}")
+    check_fraction("top_fraction", top_fraction)
     if out is not None:  # before the long work: a report path that cannot be written fails now
         from .report import check_report_path
 

@@ -226,7 +226,8 @@ def _check_metric_batch_size(value) -> None:
         raise ValueError(f"batch_size: expected a positive int or None (the model's), got {value!r}")
 
 
-def _check_fraction(name: str, value) -> float:
+def check_fraction(name: str, value) -> float:
+    """``value`` as a float; a ValueError naming ``name`` unless it is a number in (0, 1]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not 0.0 < value <= 1.0:
         raise ValueError(f"{name}: expected a fraction in (0, 1], got {value!r}")
@@ -520,7 +521,7 @@ class Stability:
     def __post_init__(self):
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 2:
             raise ValueError(f"k: expected an int >= 2 (seeds), got {self.k!r}")
-        _check_fraction("top_fraction", self.top_fraction)
+        check_fraction("top_fraction", self.top_fraction)
         _check_metric_batch_size(self.batch_size)
 
     def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
