@@ -406,3 +406,20 @@ def test_streak_fill_ends_ranks_the_rest_by_singleton_and_leave_one_out_gains():
     assert len(capped.extras["leave_one_out"]) == 25
     with pytest.raises(ValueError, match="fill='ends' reserves"):
         unveil.explain(model, img, fill="ends", budget=26, **opts)
+
+
+def test_streak_says_so_when_it_keeps_no_segment():
+    def flat(batch):  # no segment changes anything: every gain is 0, none passes a positive threshold
+        return np.tile([[0.25, 0.75]], (len(batch), 1)).astype(np.float32)
+
+    img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    model = unveil.Model(flat, input_size=(24, 24))
+    with pytest.warns(UserWarning, match="no segment .* the map is all 0"):
+        exp = unveil.explain(model, img, method="streak", segmentation="grid", n_features=9, progress=False)
+    assert exp.extras["selected"] == [] and not exp.map.any()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unveil.explain(model, img, method="streak", segmentation="grid", n_features=9, fill="singletons",
+                       progress=False)

@@ -128,6 +128,12 @@ def streak(
     res = run_streak(f, order, int(k), float(eps), budget=None if remaining is None else remaining - reserve,
                      lookahead=lookahead)
     selected = [int(u) for u in res.selected]
+    if not selected and fill == "none":
+        import warnings
+
+        warnings.warn("streak: no segment raised the target's probability over the baseline enough to be kept, so "
+                      "the map is all 0 (see extras['singleton_gains']); fill='singletons' ranks the segments "
+                      "anyway, or try another baseline", UserWarning, stacklevel=3)
     weights = np.zeros(n_seg, dtype=np.float64)
     weights[selected] = res.gains
     singles = np.full(n_seg, np.nan, dtype=np.float32)  # nan: not reached before a budget stopped the stream
