@@ -381,6 +381,8 @@ def test_integer_or_detached_torch_outputs_are_refused_by_gradient_methods():
     ("lime", {"alpha": -1.0}, "alpha"),
     ("lime", {"alpha": "x"}, "alpha"),
     ("lime", {"alpha": True}, "alpha"),
+    ("lime", {"alpha": 10**400}, "alpha"),
+    ("lime", {"kernel_width": 10**400}, "kernel_width"),
     ("lime", {"n_select": 0, "selection": "forward"}, "n_select: expected a positive int"),
     ("lime", {"n_select": -1, "selection": "highest_weights"}, "n_select"),
     ("lime", {"n_select": 1.5}, "n_select"),
