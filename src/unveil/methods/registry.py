@@ -163,8 +163,8 @@ def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool 
     # ints are finite (a Python int may be too large for a float); floats must be
     ok = ok and (value >= 0 if allow_zero else value > 0) and (
         isinstance(value, (int, np.integer)) or bool(np.isfinite(value)))
-    if ok and not integer:
-        ok = abs(value) <= 1.7976931348623157e308  # a Python int beyond any float (compared exactly)
+    if ok and not integer and isinstance(value, (int, np.integer)):
+        ok = abs(int(value)) <= 1.7976931348623157e308  # an int beyond any float (Python compares exactly)
     if not ok:
         what = "int" if integer else "number"
         raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} {what}, got {value!r}")
