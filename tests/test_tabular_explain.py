@@ -527,3 +527,25 @@ def test_load_csv_drops_a_byte_order_mark_and_names_bad_bytes(tmp_path):
 def test_unveil_exports():
     assert "explain_tabular" in unveil.__all__
     assert unveil.tabular_methods() == ["kernelshap", "lime", "shapley", "streak"]
+
+
+def test_explain_table_target_names_an_integer_class_before_an_output_number(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(30, 2))
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b\n" + "\n".join(f"{r[0]:.6f},{r[1]:.6f}" for r in data) + "\n")
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        def factory():
+            rng = np.random.default_rng(0)
+            X = rng.normal(size=(60, 2))
+            return LogisticRegression().fit(X, np.where(X[:, 0] > 0, 2, 1))  # classes_ = [1, 2]
+    """))
+    spec = f"{tmp_path / 'm.py'}:factory"
+    for given, index, label in (("2", 1, "2"), ("1", 0, "1")):
+        assert main(["explain-table", str(csv), "--row", "0", "--model", spec, "--method", "kernelshap",
+                     "--target", given, "--out", str(tmp_path / "o"), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert (result["target"], result["label"]) == (index, label)

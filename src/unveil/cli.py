@@ -468,7 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "predict_proba/predict, a torch module, or a factory returning one")
     p.add_argument("--method", type=_table_method, default=DEFAULT_TABULAR_METHOD,
                    help=f"a tabular method (default {DEFAULT_TABULAR_METHOD}; unveil.tabular_methods() lists them)")
-    p.add_argument("--target", type=_target, default=None, help="output number or class name (default: top)")
+    p.add_argument("--target", default=None,
+                   help="class name or output number (default: top); a class name wins, so for an estimator with "
+                        "classes 1 and 2, --target 2 is the class named 2 (output 1)")
     p.add_argument("--label-column", default=None, metavar="NAME", help="a column to drop (e.g. the label)")
     p.add_argument("--background-rows", type=int, default=None, metavar="K",
                    help="use K of the other rows as background, drawn with --seed (default: all of them)")
