@@ -436,3 +436,18 @@ def test_a_map_with_infinite_values_is_an_error_not_a_file():
     with pytest.raises(ValueError, match="method 'occlusion' gave NaN or infinite attributions"):
         unveil.explain(unveil.Model(overflowing, outputs="scores"), img, method="occlusion", window=8, stride=8,
                        target=0, baseline="zero", progress=False)
+
+
+@pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)),
+                                               (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+def test_exif_orientation_turns_photos_upright(tmp_path, orientation, turn):
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:5, :10] = 255  # a white block top-left as stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    expected = turn(stored).astype(np.float32) / 255.0  # 6: the stored top-left ends top-right
+    np.testing.assert_array_equal(load_image(path), expected)
+    with Image.open(path) as img:
+        np.testing.assert_array_equal(load_image(img), expected)

@@ -4,7 +4,8 @@ The conversion rule (documented in the README, applied everywhere):
 
 * paths are opened with Pillow (``.npy`` files with numpy); a missing, empty, corrupt or non-image file
   raises ``ValueError`` naming it, and so does a file over Pillow's decompression-bomb limit
-  (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels) before it is decoded;
+  (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels) before it is decoded; files and PIL images are
+  turned upright by their EXIF orientation, as photo viewers show them (phones store many photos sideways);
 * ``uint8`` is divided by 255, ``uint16`` (and Pillow's 16-bit modes) by 65535, ``bool`` maps to {0, 1};
   float arrays must already lie in [0, 1]; other integer types are refused with a message saying how to convert;
 * the channels are then fitted to what the model takes (``channels``, 3 by default):
@@ -158,8 +159,28 @@ def rgb_projection(image: np.ndarray) -> np.ndarray:
     return proj.reshape(x.shape[0], x.shape[1], 3).astype(np.float32)
 
 
+#: EXIF's orientation tag (the camera's "rotate this way to view" note).
+_ORIENTATION = 0x0112
+
+
+def upright(img):
+    """A PIL image turned the way its EXIF orientation says viewers show it (phone photos are often stored
+    sideways with such a note); the image itself when it has none or orientation 1."""
+    try:
+        orientation = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: take the pixels as stored
+        return img
+    if orientation in (None, 1):
+        return img
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
+
+
 def _from_pil(img, name: str) -> np.ndarray:
-    """A PIL image as H x W x C float32 in [0, 1], channels as stored (alpha kept)."""
+    """A PIL image as H x W x C float32 in [0, 1], channels as stored (alpha kept), turned upright by its EXIF
+    orientation (:func:`upright`)."""
+    img = upright(img)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return to_float(np.asarray(img, dtype=np.uint16), name)
