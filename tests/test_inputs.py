@@ -317,6 +317,8 @@ def test_callable_outputs_in_a_tuple_or_mapping_are_read_and_others_refused():
         unveil.explain(lambda b: {"a": probs(b), "b": probs(b)}, _IMG, method="occlusion")
     with pytest.raises(ValueError, match="not an N x classes array"):
         unveil.explain(lambda b: [probs(b)[0], "x"], _IMG, method="occlusion")
+    with pytest.raises(ValueError, match="returned complex numbers"):
+        unveil.explain(lambda b: probs(b) + 0j, _IMG, method="occlusion")
 
 
 def test_logits_declared_as_probabilities_are_refused_and_scores_are_taken_as_they_are():

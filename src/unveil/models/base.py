@@ -484,6 +484,8 @@ class Model:
         out = class_scores(self.fn(batch), self.name)
         if isinstance(out, torch.Tensor):
             out = out.detach().cpu().numpy()
+        if np.iscomplexobj(out):
+            raise ValueError(f"model {self.name!r} returned complex numbers; expected real N x classes scores")
         try:
             out = np.asarray(out, dtype=np.float32)
         except (TypeError, ValueError) as err:
