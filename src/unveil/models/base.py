@@ -484,13 +484,15 @@ class Model:
         out = class_scores(self.fn(batch), self.name)
         if isinstance(out, torch.Tensor):
             out = out.detach().cpu().numpy()
-        if np.iscomplexobj(out):
-            raise ValueError(f"model {self.name!r} returned complex numbers; expected real N x classes scores")
         try:
-            out = np.asarray(out, dtype=np.float32)
+            arr = np.asarray(out)
+            real = None if np.iscomplexobj(arr) else arr.astype(np.float32)
         except (TypeError, ValueError) as err:
             raise ValueError(f"model {self.name!r} returned {type(out).__name__} that is not an N x classes "
                              f"array of numbers ({err})") from None
+        if real is None:
+            raise ValueError(f"model {self.name!r} returned complex numbers; expected real N x classes scores")
+        out = real
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(
                 f"model {self.name!r} returned shape {out.shape} for a batch of {x.shape[0]}; expected "
