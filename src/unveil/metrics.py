@@ -33,8 +33,8 @@ import torch
 from .explanation import Explanation
 from .images import resize
 from .models.base import Model, as_model
-from .methods.registry import check_seed
-from .perturb import Perturber, check_blur_sigma, make_baseline
+from .checks import check_positive, check_seed
+from .perturb import Perturber, make_baseline
 from .segmentation import upsample_labels
 
 __all__ = [
@@ -221,9 +221,8 @@ def _check_explanation(explanation) -> Explanation:
 
 
 def _check_metric_batch_size(value) -> None:
-    if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
-                              or value < 1):
-        raise ValueError(f"batch_size: expected a positive int or None (the model's), got {value!r}")
+    if value is not None:  # None: the model's
+        check_positive("batch_size", value, integer=True)
 
 
 def check_fraction(name: str, value) -> float:
@@ -385,7 +384,7 @@ class Insertion(_Causal):
     def __post_init__(self):
         super().__post_init__()
         if self.blur_sigma is not None:
-            check_blur_sigma(self.blur_sigma)
+            check_positive("blur_sigma", self.blur_sigma)
 
     def _baseline(self, x, explanation):
         return make_baseline(x, "blur", blur_sigma=self.blur_sigma), "blur"

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .checks import check_positive
 from .images import load_image, resize
 from .models.base import sweep_images
 
@@ -42,14 +43,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return z[0] if squeeze else z
 
 
-def check_blur_sigma(sigma) -> float:
-    """``sigma`` as a float; a ValueError unless it is a positive finite number of pixels."""
-    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer, np.floating)) \
-            or not 0 < sigma < np.inf:
-        raise ValueError(f"blur_sigma: expected a positive number of pixels, got {sigma!r}")
-    return float(sigma)
-
-
 def make_baseline(
     x: torch.Tensor,
     kind="mean",
@@ -73,8 +66,8 @@ def make_baseline(
         if kind == "zero":
             return torch.zeros_like(x)
         if kind == "blur":
-            sigma = check_blur_sigma(blur_sigma) if blur_sigma is not None else 0.1 * min(h, w)
-            return gaussian_blur(x, float(sigma))
+            sigma = check_positive("blur_sigma", blur_sigma) if blur_sigma is not None else 0.1 * min(h, w)
+            return gaussian_blur(x, sigma)
         if kind == "segment_mean":
             if labels is None:
                 raise ValueError("baseline 'segment_mean' needs a segmentation")

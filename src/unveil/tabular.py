@@ -18,6 +18,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from .checks import check_bool
 from .streak import SelectionResult, greedy, random_selection, streak
 
 __all__ = [
@@ -128,8 +129,7 @@ def load_libsvm(path: str | Path, n_features: int | None = None) -> tuple[np.nda
 # ----------------------------------------------------------------------------- features
 def feature_elements(n_features: int, pairs: bool = False) -> list:
     """The elements to stream: column indices 0..d-1, then (with ``pairs``) every product (i, j), i < j."""
-    if not isinstance(pairs, (bool, np.bool_)):
-        raise ValueError(f"pairs: expected True or False, got {pairs!r}")
+    check_bool(pairs, "pairs")
     elems: list = list(range(int(n_features)))
     if pairs:
         elems += [(i, j) for i in range(n_features) for j in range(i + 1, n_features)]

@@ -34,10 +34,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .checks import check_bool, check_positive
 from .explanation import Explanation
 from .methods.kernelshap import constrained_fit, sample_coalitions, shapley_kernel
 from .methods.lime import SELECTIONS, fit_surrogate, weighted_r2
-from .methods.registry import MethodSpec, check_positive
+from .methods.registry import MethodSpec
 from .methods.shapley import budget_chunks, marginal_contributions, permutation_masks
 from .streak import streak as run_streak
 
@@ -79,7 +80,7 @@ class TableModel:
         self.frame = frame  # (DataFrame type, columns): rows go to the model as that frame
         self.n_evals = 0
         self.n_outputs: int | None = None
-        self.progress, self.desc, self._bar = _check_bool(progress, "progress"), desc, None
+        self.progress, self.desc, self._bar = check_bool(progress, "progress"), desc, None
 
     def close(self) -> None:
         """Close the progress bar (if one was drawn)."""
@@ -270,13 +271,6 @@ def _check_inputs(x, background, feature_names):
         raise ValueError(f"feature_names: expected {n} names (one per column), got {names!r}")
     frame = (frame_type, bg_names) if frame_type is not None else None
     return x, background, [str(s) for s in names], frame
-
-
-def _check_bool(value, name: str) -> bool:
-    """A real bool (Python or numpy); anything else (the text 'False', 0, None) is a ValueError naming ``name``."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name}: expected True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_int(value, name: str, low: int, what: str, none_ok: bool = True):
@@ -492,8 +486,8 @@ def lime(
     (continuous). ``alpha``: the ridge penalty (>= 0; None: 1). ``kernel_width``: > 0 (None: 0.75 sqrt(F)).
     ``extras``: ``r2``, ``intercept``, ``local_prediction``, ``conditions`` (discretized)."""
     n = _check_int(num_samples, "num_samples", 2, "samples", none_ok=False)
-    discretize = _check_bool(discretize, "discretize")
-    sample_around_instance = _check_bool(sample_around_instance, "sample_around_instance")
+    discretize = check_bool(discretize, "discretize")
+    sample_around_instance = check_bool(sample_around_instance, "sample_around_instance")
     if not isinstance(discretizer, str) or discretizer not in DISCRETIZERS:
         raise ValueError(f"discretizer: unknown {discretizer!r}; choose one of {sorted(DISCRETIZERS)}")
     if not isinstance(feature_selection, str) or feature_selection not in LIME_SELECTIONS:
@@ -542,7 +536,7 @@ def kernelshap(ctx: TableContext, *, n_samples: int | None = None, baseline="mea
     f(all) - f(none). ``extras``: ``base_value`` (= f(none)), ``f_all``, ``r2``, ``exact``, ``n_samples``."""
     n_feat = ctx.n_features
     total = _check_int(n_samples, "n_samples", 1, "coalitions")
-    paired = _check_bool(paired, "paired")
+    paired = check_bool(paired, "paired")
     total = 2 * n_feat + 2048 if total is None else total
     f = ctx.coalitions(baseline, n_background)
     remaining = ctx.remaining()

@@ -8,13 +8,13 @@ method only decides which inputs to try and how to read the scores.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ..checks import check_positive, check_seed, option_mapping  # noqa: F401 - the methods' option checks
 from ..perturb import Perturber, make_baseline
 from ..segmentation import segment
 
@@ -154,42 +154,6 @@ class Context:
             desc=desc or "evaluating",
             unperturbed=self.probs,
         )
-
-
-def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
-    """A clear ValueError naming ``name`` unless ``value`` is a positive (or non-negative) number."""
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, kinds)
-    # ints are finite (a Python int may be too large for a float); floats must be
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (
-        isinstance(value, (int, np.integer)) or bool(np.isfinite(value)))
-    if ok and not integer and isinstance(value, (int, np.integer)):
-        ok = abs(int(value)) <= 1.7976931348623157e308  # an int beyond any float (Python compares exactly)
-    if not ok:
-        what = "int" if integer else "number"
-        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} {what}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def option_mapping(name: str, value) -> dict:
-    """An option that holds keyword options (``segmentation_options``, ``base_options``): None -> {}, a
-    mapping -> a dict copy; anything else a ValueError naming ``name``."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{name}: expected a dict of keyword options (or None), got {value!r}")
-    return dict(value)
-
-
-#: Seeds go to numpy and to torch.Generator.manual_seed, which takes at most 64 bits.
-MAX_SEED = 2**63 - 1
-
-
-def check_seed(seed) -> int:
-    """``seed`` as an int; a ValueError unless it is an int in [0, MAX_SEED]."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed: expected an int from 0 to 2**63 - 1, got {seed!r}")
-    return int(seed)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -1,0 +1,58 @@
+"""Checks of option values shared across the package (plain numpy: importing this loads no torch).
+
+Each returns the value in its plain Python type or raises a ValueError that names the option.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["check_positive", "check_bool", "check_seed", "option_mapping", "MAX_SEED"]
+
+
+def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
+    """``value`` as an int (``integer``) or a float; a ValueError naming ``name`` unless it is a positive (or,
+    with ``allow_zero``, non-negative) finite number (no bool)."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, kinds)
+    ok = ok and (value >= 0 if allow_zero else value > 0)  # False for NaN
+    if ok and not integer:
+        try:
+            ok = math.isfinite(float(value))
+        except OverflowError:  # a Python int beyond any float
+            ok = False
+    if not ok:
+        what = "int" if integer else "number"
+        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} {what}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """A real bool (Python or numpy); anything else (the text 'False', 0, None) is a ValueError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def option_mapping(name: str, value) -> dict:
+    """An option that holds keyword options (``segmentation_options``, ``base_options``): None -> {}, a
+    mapping -> a dict copy; anything else a ValueError naming ``name``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name}: expected a dict of keyword options (or None), got {value!r}")
+    return dict(value)
+
+
+#: Seeds go to numpy and to torch.Generator.manual_seed, which takes at most 64 bits.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int; a ValueError unless it is an int in [0, MAX_SEED]."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed: expected an int from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
