@@ -165,12 +165,14 @@ class Perturber:
         return self.batch_size
 
     # ----------------------------------------------------------------- composition
+    def _masks(self, pixel_masks: torch.Tensor) -> torch.Tensor:
+        """N x H x W (or N x 1|C x H x W) masks as N x 1|C x H x W on the input's device and dtype."""
+        m = pixel_masks.to(self.x.device, self.x.dtype)
+        return m.unsqueeze(1) if m.dim() == 3 else m
+
     def compose(self, pixel_masks: torch.Tensor) -> torch.Tensor:
         """N x H x W (or N x 1|C x H x W) masks in [0, 1] -> N x C x H x W perturbed inputs."""
-        m = pixel_masks.to(self.x.device, self.x.dtype)
-        if m.dim() == 3:
-            m = m.unsqueeze(1)
-        return self.baseline + m * self.diff
+        return self.baseline + self._masks(pixel_masks) * self.diff
 
     def feature_to_pixel(self, masks: torch.Tensor) -> torch.Tensor:
         """N x K feature masks -> N x H x W pixel masks (a gather through the label map)."""
@@ -182,9 +184,8 @@ class Perturber:
         """The perturbed inputs as the model takes them: (inputs, whether they are already normalized)."""
         if self._normalized is None:
             return self.compose(pixel_masks), False
-        m = pixel_masks.to(self.x.device, self.x.dtype)
         base, diff = self._normalized
-        return torch.addcmul(base, m.unsqueeze(1) if m.dim() == 3 else m, diff), True
+        return torch.addcmul(base, self._masks(pixel_masks), diff), True
 
     def _evaluate(self, pixel_masks: torch.Tensor) -> np.ndarray:
         """Probabilities of the perturbed inputs of these masks, in one pass (the caller sized it)."""
