@@ -93,6 +93,7 @@ def explain(
     t0 = time.perf_counter()
     spec = get_method(method)
     _check_options(spec, options)
+    params = {**spec.options, **options}  # every option's value, defaults included
     seed = check_seed(seed)
     if budget is not None and (
         isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)) or budget < 2
@@ -113,7 +114,7 @@ def explain(
         if spec.reuses_prediction:  # the prediction pass keeps its graph: the method's gradient pass is this one
             leaf = x.unsqueeze(0).detach().requires_grad_(True)
             scope = spec.prediction_scope
-            with (scope(model, x, {**spec.options, **options}) if scope else nullcontext()) as state:
+            with (scope(model, x, params) if scope else nullcontext()) as state:
                 with torch.enable_grad():
                     raw = model.forward(leaf)
             probs = model.checked(model.to_probabilities(raw))[0].numpy()
@@ -144,7 +145,6 @@ def explain(
         raise RuntimeError(f"method {spec.name!r} spent {n_evals} evaluations, over its budget of {budget}")
     heat, segments = _to_image_resolution(result, original.shape[:2])
     check_finite_map(heat, spec.name, options)
-    params = {**spec.options, **options}
     params["budget"] = budget
     return Explanation(
         map=heat,
