@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from .lime import sample_masks, weighted_r2
-from .registry import Context, MethodResult, option_mapping, register
+from .registry import Context, MethodResult, register
 from .shapley import budget_chunks
 
 SAMPLINGS = ("kernel", "uniform")
@@ -107,7 +107,7 @@ def kernelshap(
         raise ValueError(f"sampling: unknown {sampling!r}; choose one of {SAMPLINGS}")
     if not isinstance(paired, (bool, np.bool_)):
         raise TypeError(f"paired: expected a bool, got {type(paired).__name__}")
-    labels = ctx.segment(segmentation, n_features, **option_mapping("segmentation_options", segmentation_options))
+    labels = ctx.segment(segmentation, n_features, segmentation_options)
     k = int(labels.max()) + 1
     if k < 2:
         raise ValueError(f"n_features: KernelSHAP needs at least 2 segments, the segmentation gave {k}")

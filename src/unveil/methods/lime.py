@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Context, MethodResult, check_positive, option_mapping, register
+from .registry import Context, MethodResult, check_positive, register
 
 SURROGATES = ("ridge", "lasso", "tree")
 UPSAMPLING = ("bicubic", "nearest", "none")
@@ -164,7 +164,7 @@ def lime(
     if max_depth is not None:
         max_depth = check_positive("max_depth", max_depth, integer=True)
     n_select = check_positive("n_select", n_select, integer=True)
-    labels = ctx.segment(segmentation, n_features, **option_mapping("segmentation_options", segmentation_options))
+    labels = ctx.segment(segmentation, n_features, segmentation_options)
     k = int(labels.max()) + 1
     remaining = ctx.remaining()
     n = int(n_samples) if remaining is None else min(int(n_samples), remaining + 1)  # row 0 is already scored

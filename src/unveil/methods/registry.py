@@ -136,9 +136,11 @@ class Context:
         """The model input as h x w x C float32 numpy (what segmentation runs on, projected to 3 channels)."""
         return self.x.detach().cpu().numpy().transpose(1, 2, 0)
 
-    def segment(self, segmentation="slic", n_features: int = 50, **options) -> np.ndarray:
-        """Label map (h x w, 0..K-1) of the model input; a user label map at any size is resized."""
-        return segment(self.input_image(), segmentation, n_features, seed=self.seed, **options)
+    def segment(self, segmentation="slic", n_features: int = 50, options=None) -> np.ndarray:
+        """Label map (h x w, 0..K-1) of the model input; a user label map at any size is resized.
+        ``options``: a method's ``segmentation_options`` (a mapping, or None), passed to scikit-image."""
+        return segment(self.input_image(), segmentation, n_features, seed=self.seed,
+                       **option_mapping("segmentation_options", options))
 
     def baseline(self, kind="mean", labels: np.ndarray | None = None, **options) -> torch.Tensor:
         return make_baseline(self.x, kind, labels=labels, **options)

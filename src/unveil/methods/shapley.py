@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .registry import Context, MethodResult, option_mapping, register
+from .registry import Context, MethodResult, register
 
 #: permutations per call when neither ``n_permutations`` nor a budget says otherwise.
 DEFAULT_PERMUTATIONS = 20
@@ -96,7 +96,7 @@ def shapley(
         isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1
     ):
         raise ValueError(f"n_permutations: expected a positive int or None, got {n_permutations!r}")
-    labels = ctx.segment(segmentation, n_features, **option_mapping("segmentation_options", segmentation_options))
+    labels = ctx.segment(segmentation, n_features, segmentation_options)
     k = int(labels.max()) + 1
     perturber = ctx.perturber(ctx.baseline(baseline, labels), labels, desc="shapley")
     if n_permutations is not None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..streak import streak as run_streak
 from . import lime as _lime
-from .registry import Context, MethodResult, option_mapping, register
+from .registry import Context, MethodResult, register
 
 __all__ = ["streak", "ridge_r2_oracle", "select_streak"]
 
@@ -108,7 +108,7 @@ def streak(
         0.0 < float(eps) < 1.0
     ):
         raise ValueError(f"eps: expected a number in (0, 1), got {eps!r}")
-    labels = ctx.segment(segmentation, n_features, **option_mapping("segmentation_options", segmentation_options))
+    labels = ctx.segment(segmentation, n_features, segmentation_options)
     n_seg = int(labels.max()) + 1
     remaining = ctx.remaining()
     reserve = n_seg if fill == "ends" else 0
