@@ -183,6 +183,19 @@ def test_save_load_round_trip_and_top_mask(tmp_path, tiny, image):
     assert exp.map[frac].min() >= exp.map[~frac].max()
 
 
+def test_top_features_are_the_largest_weights_also_after_a_selection(tiny, image):
+    """LIME's ``selection`` decides which weights are fitted; the top features are still the largest weights
+    (not the selection order); STREAK's are its selected set in selection order."""
+    for selection in ("forward", "highest_weights", "streak"):
+        exp = unveil.explain(tiny, image, method="lime", n_samples=60, n_features=12, seed=1, selection=selection,
+                             n_select=5, progress=False)
+        fitted = exp.extras["selected"]
+        assert np.count_nonzero(exp.weights) <= len(fitted) == 5
+        np.testing.assert_array_equal(exp.top_features(3), np.argsort(-exp.weights, kind="stable")[:3])
+    st = unveil.explain(tiny, image, method="streak", n_features=12, seed=1, progress=False)
+    assert st.extras["selected"] and list(st.top_features(5)) == st.extras["selected"][:5]
+
+
 def test_top_mask_errors(tiny, image):
     exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
     with pytest.raises(ValueError, match="fraction"):

@@ -213,6 +213,8 @@ def test_to_onnx_exports_a_torch_model_with_its_settings(tmp_path, batch, image)
     assert isinstance(o, OnnxModel) and (tmp_path / "sub" / "soft.onnx").is_file()
     assert o.labels == t.labels and o.input_size == (32, 32) and o.outputs == "logits" and o.name == "soft"
     assert o.resolve_batch_size() == 6 and o.channels == 3
+    assert o.inference == "onnxruntime" and t.inference == "torch"  # what runs the passes, for each
+    assert unveil.Model(lambda b: b.mean(axis=(1, 2)), input_size=(8, 8)).inference == "python"
     assert torch.allclose(o.probabilities(batch), t.probabilities(batch), atol=1e-5)
     opts = dict(method="lime", seed=0, n_samples=30, n_features=9, segmentation="grid", progress=False)
     np.testing.assert_allclose(unveil.explain(o, image, **opts).map, unveil.explain(t, image, **opts).map,

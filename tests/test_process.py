@@ -52,3 +52,21 @@ def test_configure_openmp_is_a_no_op_once_torch_is_loaded(monkeypatch):
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert configure_openmp() == {} and "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_unveil_methods_lists_the_names_and_reaches_the_method_modules():
+    """``unveil.methods()`` gives the registry's names; ``unveil.methods.<module>`` is that module (the README's
+    ``unveil.methods.meaningful.explain_batch``), also after the subpackage was imported the usual way."""
+    import importlib
+
+    import unveil
+    from unveil.methods.registry import method_names
+
+    assert unveil.methods() == method_names() and "streak" in unveil.methods()
+    assert unveil.methods.meaningful.explain_batch is importlib.import_module("unveil.methods.meaningful").explain_batch
+    import unveil.methods.learned  # noqa: F401  (binds nothing over the callable)
+
+    assert callable(unveil.methods) and unveil.methods.learned.explain_batch.__module__ == "unveil.methods.learned"
+    assert {"lime", "streak", "modified_rules"} <= set(dir(unveil.methods))
+    with pytest.raises(AttributeError, match="no module 'nope'"):
+        unveil.methods.nope

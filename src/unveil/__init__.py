@@ -53,17 +53,43 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-def methods() -> list[str]:
-    """Names of the registered explanation methods."""
-    from .methods.registry import method_names
+class _Methods:
+    """``unveil.methods()``: the names of the registered explanation methods. ``unveil.methods.<module>``: that
+    module of the subpackage (``unveil.methods.meaningful.explain_batch``, ``unveil.methods.modified_rules``),
+    imported on first use, as ``from unveil.methods.<module> import ...`` would."""
 
-    return method_names()
+    def __call__(self) -> list[str]:
+        from .methods.registry import method_names
+
+        return method_names()
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return importlib.import_module(f"{__name__}.methods.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.methods.{name}":
+                raise  # a module that exists but whose own imports fail
+            raise AttributeError(f"unveil.methods has no module {name!r}") from None
+
+    def __dir__(self) -> list[str]:
+        import pkgutil
+
+        package = importlib.import_module(f"{__name__}.methods")
+        return sorted(i.name for i in pkgutil.iter_modules(package.__path__) if not i.name.startswith("_"))
+
+    def __repr__(self) -> str:
+        return "<unveil.methods: call it for the registered method names>"
+
+
+methods = _Methods()
 
 
 class _Package(types.ModuleType):
     """This package's module type: when the subpackage ``unveil.methods`` is first imported (lazily, maybe long
-    after this module ran), the import system would bind it to the name ``methods`` here, hiding the function
-    above; the function keeps the name (the subpackage stays importable as ``unveil.methods.*``)."""
+    after this module ran), the import system would bind it to the name ``methods`` here, hiding the callable
+    above; the callable keeps the name (and reaches the subpackage's modules as its attributes)."""
 
     def __setattr__(self, name, value):
         if name == "methods" and isinstance(value, types.ModuleType):

@@ -88,7 +88,8 @@ def explain(
     ``budget``: the most model evaluations a perturbation method may spend (the unperturbed input included).
     ``batch_size``: the most inputs in one forward pass for this call (default: the model's).
     ``progress``: show a progress bar on long work (on a terminal).
-    Other keyword arguments are the method's options (``unveil.methods()`` and the README list them).
+    Other keyword arguments are the method's options (``unveil.method_specs()``, ``unveil methods --json`` and
+    the README list them with their defaults).
     """
     t0 = time.perf_counter()
     spec = get_method(method)

@@ -150,10 +150,12 @@ class Explanation:
 
     # --------------------------------------------------------------------- masks
     def top_features(self, k: int) -> np.ndarray:
-        """Indices of the ``k`` features with the largest weights (for ``streak``: the selected set)."""
+        """Indices of the ``k`` features with the largest weights (for ``streak``: the selected set, in selection
+        order; LIME's ``selection`` only decides which weights are fitted, so its top features are still those
+        with the largest weights)."""
         if self.weights is None or (self.segments is None and self.kind != "tabular"):
             raise ValueError(f"method {self.method!r} gives a pixel map without segments; use top_mask(fraction=...)")
-        if "selected" in self.extras:
+        if self.method == "streak" and "selected" in self.extras:
             return np.asarray(self.extras["selected"], dtype=np.int64)[:k]
         order = np.argsort(-np.asarray(self.weights), kind="stable")
         return order[: max(0, int(k))]

@@ -655,7 +655,8 @@ def explain_tabular(
     come from. ``target``: output number or class name; the top output when None. ``feature_names``: default
     the DataFrame's columns, else x0..x{F-1}. ``class_names``: default the estimator's ``classes_`` or the
     Model's labels. ``budget``: the most model evaluations (rows), the row itself included.
-    ``batch_size``: the most rows in one call of the model (default 4096). ``progress``: a bar of the rows
+    ``batch_size``: the most rows in one call of the model (default: a ``unveil.Model``'s own int
+    batch size, else 4096). ``progress``: a bar of the rows
     evaluated, on a terminal (stderr), while the method runs. Other keyword arguments are the
     method's options (:data:`TABULAR_METHODS`, README "Tables").
     """

@@ -406,7 +406,10 @@ class Model:
 
     @property
     def inference(self) -> str:
-        """What runs passes without gradients: ``"onnxruntime"`` (see :meth:`use_onnxruntime`) or ``"torch"``."""
+        """What runs passes without gradients: ``"onnxruntime"`` (an ONNX model, or a torch module after
+        :meth:`use_onnxruntime`), ``"torch"``, or ``"python"`` (a Python callable, run as it is)."""
+        if not self.is_torch:
+            return "python"
         return "onnxruntime" if self._ort_wanted else "torch"
 
     def _ort_session(self, create: bool):

@@ -171,6 +171,10 @@ class OnnxModel(Model):
     kind = "an ONNX Runtime model"
 
     @property
+    def inference(self) -> str:
+        return "onnxruntime"
+
+    @property
     def session(self):
         return self.fn.session
 
