@@ -549,3 +549,271 @@ def test_explain_table_target_names_an_integer_class_before_an_output_number(tmp
                      "--target", given, "--out", str(tmp_path / "o"), "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert (result["target"], result["label"]) == (index, label)
+
+
+# ----------------------------------------------------------------------------- torch modules in training mode
+def _train_mode_nets():
+    import torch
+
+    torch.manual_seed(0)
+    drop = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(32, 2))
+    norm = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    with torch.no_grad():  # running statistics that differ from a batch's own
+        norm[1].running_mean.uniform_(-1, 1)
+        norm[1].running_var.uniform_(0.5, 2.0)
+    return drop.train(), norm.train()
+
+
+def test_torch_module_in_training_mode_is_explained_in_inference_behaviour_and_restored():
+    import copy
+
+    import torch
+
+    X = np.random.default_rng(0).normal(size=(60, 5))
+    drop, norm = _train_mode_nets()
+    for net in (drop, norm):
+        stats = {k: v.clone() for k, v in net.state_dict().items()}
+        twin = copy.deepcopy(net).eval()
+        for method, opts in (("kernelshap", {}), ("lime", {"num_samples": 300})):
+            a = explain_tabular(net, X[0], background=X, method=method, seed=0, progress=False, **opts)
+            b = explain_tabular(net, X[0], background=X, method=method, seed=0, progress=False, **opts)
+            ref = explain_tabular(twin, X[0], background=X, method=method, seed=0, progress=False, **opts)
+            np.testing.assert_array_equal(a.weights, b.weights)
+            np.testing.assert_allclose(a.weights, ref.weights, rtol=1e-6, atol=1e-7)
+            assert a.score == ref.score == b.score
+        assert all(m.training for m in net.modules())  # every flag as it was
+        assert all(torch.equal(v, stats[k]) for k, v in net.state_dict().items())  # batch norm untouched
+        assert not any(m.training for m in twin.modules())
+
+    class Failing(torch.nn.Module):  # raises on its second pass (the first is the row itself)
+        def __init__(self):
+            super().__init__()
+            self.body, self.calls = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Dropout(0.3)), 0
+
+        def forward(self, t):
+            self.calls += 1
+            assert not self.body[1].training  # inference behaviour inside the pass
+            if self.calls > 1:
+                raise RuntimeError("boom")
+            return self.body(t)
+
+    failing = Failing().train()
+    failing.body[0].eval()  # a mixed state comes back as it was
+    with pytest.raises(RuntimeError, match="boom"):
+        explain_tabular(failing, X[0], background=X, method="kernelshap", progress=False)
+    assert failing.training and failing.body.training and failing.body[1].training and not failing.body[0].training
+
+
+# ----------------------------------------------------------------------------- features that cannot matter
+def _dummy_setup():
+    """7 features of a nonlinear model that uses them all; feature 2 of the row is at the background's mean,
+    feature 5 is a constant column (0.1: its float mean over 300 rows is not 0.1) that the row shares."""
+    rng = np.random.default_rng(7)
+    bg = rng.normal(size=(300, 7))
+    bg[:, 5] = 0.1
+    x = rng.normal(size=7) + 0.8
+    x[2] = bg.mean(axis=0)[2]
+    x[5] = 0.1
+
+    def model(rows):
+        return (np.tanh(rows[:, 0] * rows[:, 1]) + rows[:, 2] ** 2 * rows[:, 3] - rows[:, 4] * rows[:, 5]
+                + np.sin(rows[:, 5] + rows[:, 6]) + rows[:, 2] * rows[:, 6])
+    return model, x, bg
+
+
+def test_kernelshap_gives_dummy_features_exactly_zero_and_exact_shapley_values():
+    model, x, bg = _dummy_setup()
+    refs = bg.mean(axis=0, keepdims=True)
+    refs[0, 5] = 0.1  # the truth's own reference row: what "hidden at the mean" means for these features
+    truth = brute_force_shapley(set_value(model, x, refs), 7)  # independent: the subset formula, 2^7 subsets
+    assert truth[2] == truth[5] == 0.0 and np.all(np.abs(np.delete(truth, [2, 5])) > 1e-3)
+    counted = Counting(model)
+    exp = explain_tabular(counted, x, background=bg, method="kernelshap", progress=False)
+    assert exp.extras["exact"] and exp.extras["fixed_features"] == [2, 5]
+    assert exp.weights[2] == 0.0 and exp.weights[5] == 0.0
+    np.testing.assert_allclose(exp.weights, truth, atol=1e-10)
+    assert exp.weights.sum() == pytest.approx(exp.score - exp.extras["base_value"], abs=1e-12)
+    assert counted.rows == exp.n_evals == 1 + 1 + (2**5 - 2)  # the row, f(none), the proper coalitions of 5
+
+    # sampled (fewer coalitions than 2^5 - 2): still exactly 0 for the dummies, efficiency exact
+    exp = explain_tabular(model, x, background=bg, method="kernelshap", n_samples=12, seed=1, progress=False)
+    assert not exp.extras["exact"] and exp.weights[2] == 0.0 and exp.weights[5] == 0.0
+    assert exp.weights.sum() == pytest.approx(exp.score - exp.extras["base_value"], abs=1e-12)
+
+    # baseline="background": a feature is a dummy when every drawn row holds the row's value
+    bg2 = bg[:8].copy()
+    bg2[:, 1] = x[1]
+    exp = explain_tabular(model, x, background=bg2, method="kernelshap", baseline="background", n_background=8,
+                          progress=False)
+    truth = brute_force_shapley(set_value(model, x, bg2), 7)
+    assert exp.extras["fixed_features"] == [1, 5] and exp.weights[1] == 0.0 and exp.weights[5] == 0.0
+    np.testing.assert_allclose(exp.weights, truth, atol=1e-10)
+    # Shapley sampling reads the same coalitions: exactly 0 too
+    exp = explain_tabular(model, x, background=bg, method="shapley", n_permutations=20, progress=False)
+    assert exp.weights[2] == 0.0 and exp.weights[5] == 0.0
+
+
+def test_kernelshap_with_nothing_or_one_feature_varying():
+    model, x, bg = _dummy_setup()
+    one = np.tile(x, (5, 1))
+    one[:, 3] = [0.0, 1.0, 2.0, 3.0, 4.0]
+    exp = explain_tabular(model, x, background=one, method="kernelshap", progress=False)
+    assert exp.extras["fixed_features"] == [0, 1, 2, 4, 5, 6]
+    np.testing.assert_array_equal(np.delete(exp.weights, 3), 0.0)
+    assert exp.weights[3] == pytest.approx(exp.score - float(model(one.mean(axis=0, keepdims=True))[0]))
+    exp = explain_tabular(model, x, background=x[None, :], method="kernelshap", progress=False)
+    np.testing.assert_array_equal(exp.weights, 0.0)
+    assert exp.extras["base_value"] == exp.score and exp.n_evals == 1
+
+
+# ----------------------------------------------------------------------------- categorical features
+CODES = np.array([0.0, 3.0, 7.0])  # not 0..k-1: a mean or an interpolation would show
+
+
+def _categorical_table(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    bg = np.column_stack([rng.normal(size=n), rng.choice(CODES, n, p=[0.2, 0.5, 0.3]), rng.normal(size=n),
+                          rng.choice([1.0, 2.0], n, p=[0.7, 0.3])])
+    return bg
+
+
+class Recorder:
+    """A linear model that records every value of the categorical columns it is given."""
+
+    def __init__(self, w=(1.0, 0.5, -2.0, 0.25)):
+        self.w, self.seen = np.asarray(w), {1: set(), 3: set()}
+
+    def __call__(self, rows):
+        for j in self.seen:
+            self.seen[j].update(rows[:, j].tolist())
+        return rows @ self.w
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("lime", {"num_samples": 400}),
+    ("lime", {"num_samples": 400, "discretize": False}),
+    ("lime", {"num_samples": 400, "discretize": False, "sample_around_instance": True}),
+    ("kernelshap", {}),
+    ("shapley", {"n_permutations": 5}),
+    ("streak", {"k": 2}),
+])
+def test_categorical_columns_only_take_codes_of_the_background(method, opts):
+    bg = _categorical_table()
+    x = np.array([0.4, 7.0, -1.2, 2.0])
+    model = Recorder()
+    exp = explain_tabular(model, x, background=bg, method=method, categorical_features=[1, 3], progress=False,
+                          **opts)
+    assert model.seen[1] <= {0.0, 3.0, 7.0} and model.seen[3] <= {1.0, 2.0}
+    assert exp.params["categorical_features"] == [1, 3]
+    if method == "kernelshap":  # hidden at the mode (3 and 1), not the mean (about 3.6 and 1.3)
+        mode = np.array([bg[:, 0].mean(), 3.0, bg[:, 2].mean(), 1.0])
+        np.testing.assert_allclose(exp.weights, model.w * (x - mode), atol=1e-9)
+    if method == "lime" and opts.get("discretize", True):
+        assert exp.extras["conditions"][1] == "x1 = 7" and exp.extras["conditions"][3] == "x3 = 2"
+    plain = Recorder()
+    explain_tabular(plain, x, background=bg, method=method, progress=False, **opts)
+    assert not plain.seen[1] <= {0.0, 3.0, 7.0}  # without the option, codes are invented
+
+
+def test_lime_categorical_sampling_follows_the_background_frequencies():
+    bg = _categorical_table()
+    x = np.array([0.4, 7.0, -1.2, 2.0])
+    rows = []
+
+    def model(r):
+        rows.append(r.copy())
+        return r @ np.ones(4)
+
+    explain_tabular(model, x, background=bg, method="lime", num_samples=4000, categorical_features=["x1"],
+                    progress=False)
+    col = np.concatenate(rows)[:, 1]
+    freq = [np.mean(col == c) for c in CODES]
+    np.testing.assert_allclose(freq, [np.mean(bg[:, 1] == c) for c in CODES], atol=0.03)
+
+
+def test_categorical_features_are_checked():
+    bg = _categorical_table(40)
+    x = bg[0]
+    model = Recorder()
+    with pytest.raises(ValueError, match=r"^categorical_features: no column named \['city'\]; the columns are "
+                                         r"\['x0', 'x1', 'x2', 'x3'\]"):
+        explain_tabular(model, x, background=bg, categorical_features=["x1", "city"])
+    with pytest.raises(ValueError, match=r"^categorical_features: column indices \[4, -1\] are out of range: "
+                                         r"the table has 4 columns \(0..3\)"):
+        explain_tabular(model, x, background=bg, categorical_features=[1, 4, -1])
+    with pytest.raises(TypeError, match=r"^categorical_features: expected column indices \(ints\) or names"):
+        explain_tabular(model, x, background=bg, categorical_features=[1.0])
+    with pytest.raises(TypeError, match=r"^categorical_features: expected a list of column indices or names"):
+        explain_tabular(model, x, background=bg, categorical_features=3.5)
+    exp = explain_tabular(model, x, background=bg, method="kernelshap", categorical_features="x1", progress=False)
+    assert exp.params["categorical_features"] == [1]
+    exp = explain_tabular(model, x, background=bg, method="kernelshap", categorical_features=np.array([3, 1, 3]),
+                          progress=False)
+    assert exp.params["categorical_features"] == [1, 3]
+
+
+def test_categorical_one_hot_pipeline_that_refuses_unknown_codes_runs_with_every_method():
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"age": rng.normal(40, 10, 300), "income": rng.normal(50, 15, 300),
+                       "city": rng.integers(0, 4, 300)})
+    y = ((df.city == 2) | (df.income > 60)).astype(int)
+    enc = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="error"), ["city"])], remainder="passthrough")
+    pipe = make_pipeline(enc, LogisticRegression(max_iter=2000)).fit(df, y)
+    row = df[df.city == 2].iloc[0]  # the mode is city 3
+    few = {"lime": {"num_samples": 300}, "shapley": {"n_permutations": 5}, "kernelshap": {}, "streak": {"k": 2}}
+    for method in unveil.tabular_methods():
+        exp = explain_tabular(pipe, row, background=df, method=method, target=1, categorical_features=["city"],
+                              progress=False, **few[method])
+        assert np.all(np.isfinite(exp.weights))
+        if method == "kernelshap":  # city 2 (class 1) against the mode, city 3: the city speaks for class 1
+            assert exp.weights[2] > 0
+    with pytest.raises(ValueError, match="unknown categor"):  # the pipeline does refuse invented codes
+        explain_tabular(pipe, row, background=df, method="kernelshap", progress=False)
+
+
+@pytest.mark.parametrize("discretize", [True, False])
+def test_lime_categorical_agrees_with_the_lime_package(discretize):
+    pytest.importorskip("lime")
+    from lime.lime_tabular import LimeTabularExplainer
+
+    rng = np.random.default_rng(0)
+    n = 400
+    bg = np.column_stack([rng.normal(size=n), rng.normal(size=n), rng.integers(0, 4, n), rng.integers(0, 3, n)])
+    bg = bg.astype(np.float64)
+
+    def model(rows):  # class 1 when the city (column 2) is 2; column 0 helps a little; columns 1, 3: nothing
+        p = 1 / (1 + np.exp(-(4.0 * (rows[:, 2] == 2) - 2.0 + 0.8 * rows[:, 0])))
+        return np.column_stack([1 - p, p])
+
+    for x, sign in ((np.array([0.3, -0.5, 2.0, 1.0]), 1), (np.array([0.3, -0.5, 1.0, 1.0]), -1)):
+        lime_exp = LimeTabularExplainer(bg, categorical_features=[2, 3], discretize_continuous=discretize,
+                                        random_state=0).explain_instance(x, model, labels=(1,), num_features=4,
+                                                                         num_samples=2000)
+        ref = np.zeros(4)
+        for i, v in lime_exp.local_exp[1]:
+            ref[i] = v
+        ours = explain_tabular(model, x, background=bg, method="lime", target=1, discretize=discretize,
+                               categorical_features=[2, 3], num_samples=2000, progress=False).weights
+        for w in (ref, ours):  # the city is the top feature, with the sign of its effect, in both
+            assert np.argmax(np.abs(w)) == 2 and np.sign(w[2]) == sign
+        assert set(np.flatnonzero(np.abs(ours) > 0.05)) == set(np.flatnonzero(np.abs(ref) > 0.05))
+        plain = explain_tabular(model, x, background=bg, method="lime", target=1, discretize=discretize,
+                                num_samples=2000, progress=False).weights
+        assert np.argmax(np.abs(plain)) != 2  # without the option the city's effect is lost
+
+
+def test_a_float64_torch_module_gets_float64_rows():
+    """A .double() module is called with float64 rows (not refused by torch's dtype check) and explained as
+    its float32 twin is."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(3, 2)
+    X = np.random.default_rng(0).random((20, 3))
+    ref = unveil.explain_tabular(net, X[0], background=X, method="kernelshap", progress=False)
+    got = unveil.explain_tabular(net.double(), X[0], background=X, method="kernelshap", progress=False)
+    np.testing.assert_allclose(got.weights, ref.weights, atol=1e-6)

@@ -19,7 +19,14 @@ Methods (:data:`TABULAR_METHODS`):
   background's mean (``baseline="mean"``, one evaluation per coalition, the default), or the values of
   ``n_background`` background rows with the scores averaged (``baseline="background"``: the interventional
   expectation E_b f(x_S, b_rest), ``n_background`` evaluations per coalition), or a given row. On a model
-  linear in the features both give coefficient x (x - background mean).
+  linear in the features both give coefficient x (x - background mean). A feature whose hidden value is the
+  row's own in every reference row changes no score: its Shapley value is exactly 0 (KernelSHAP leaves it
+  out of its fit).
+
+``categorical_features`` (columns holding category codes): LIME draws them from the background's categories
+with their frequencies and reads them as "the row's category" (1/0), as the lime package; ``baseline="mean"``
+hides them at the background's most frequent value. A torch module runs in inference behaviour (training
+flags cleared during each pass and restored after), as :meth:`unveil.Model.inference_behaviour`.
 """
 
 from __future__ import annotations
@@ -145,7 +152,7 @@ def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, s
     or any callable."""
     import torch
 
-    from .models.base import Model
+    from .models.base import Model, class_scores, module_lock
 
     if isinstance(model_fn, Model):
         model = model_fn
@@ -162,13 +169,19 @@ def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, s
                 return model.to_probabilities(out.reshape(len(rows), -1)).numpy()
         return run, model.labels, bs, model.name
     if isinstance(model_fn, torch.nn.Module):
+        # the image path's adapter, for its inference behaviour only: each pass runs with every submodule's
+        # training flag cleared (dropout off, batch norm on its running statistics) and restores them after,
+        # also after an exception; raw outputs, no preprocessing
         module = model_fn
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+        adapter = Model(module, outputs="scores", channels=None, batch_size=1, name=type(module).__name__)
+        device, dtype = adapter.device, adapter.dtype or torch.float32  # the module's (float64, half ...)
 
         def run(rows):
-            with torch.inference_mode():
-                return module(torch.as_tensor(rows, dtype=torch.float32, device=device))
-        return run, None, None, type(module).__name__
+            t = torch.as_tensor(rows, dtype=dtype, device=device)
+            with torch.inference_mode(), module_lock(module), adapter.inference_behaviour():
+                out = class_scores(module(t), adapter.name)
+            return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+        return run, None, None, adapter.name
     classes = getattr(model_fn, "classes_", None)
     if classes is None:  # a bound method such as clf.predict_proba
         classes = getattr(getattr(model_fn, "__self__", None), "classes_", None)
@@ -273,6 +286,46 @@ def _check_inputs(x, background, feature_names):
     return x, background, [str(s) for s in names], frame
 
 
+def _check_categorical(value, feature_names: list[str], columns: list[str] | None) -> list[int]:
+    """The sorted column indices named by ``categorical_features`` (indices 0..F-1 or names, from
+    ``feature_names`` or the DataFrame's columns; one name or index alone is taken as a list of one)."""
+    if value is None:
+        return []
+    n = len(feature_names)
+    items = [value] if isinstance(value, (str, int, np.integer)) else value
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"categorical_features: expected a list of column indices or names, got "
+                        f"{type(value).__name__}") from None
+    lookup = {name: j for j, name in enumerate(columns or [])}
+    lookup.update({name: j for j, name in enumerate(feature_names)})
+    out, unknown, out_of_range, bad = set(), [], [], []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            bad.append(item)
+        elif isinstance(item, (int, np.integer)):
+            if 0 <= item < n:
+                out.add(int(item))
+            else:
+                out_of_range.append(int(item))
+        elif isinstance(item, str):
+            if item in lookup:
+                out.add(lookup[item])
+            else:
+                unknown.append(item)
+        else:
+            bad.append(item)
+    if bad:
+        raise TypeError(f"categorical_features: expected column indices (ints) or names (str), got {bad!r}")
+    if out_of_range:
+        raise ValueError(f"categorical_features: column indices {out_of_range} are out of range: the table has "
+                         f"{n} columns (0..{n - 1})")
+    if unknown:
+        raise ValueError(f"categorical_features: no column named {unknown}; the columns are {feature_names}")
+    return sorted(out)
+
+
 def _check_int(value, name: str, low: int, what: str, none_ok: bool = True):
     if value is None and none_ok:
         return None
@@ -302,9 +355,11 @@ def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> in
 class TableContext:
     """What a tabular method may use: the row, the background, the counted model, the target, the seed."""
 
-    def __init__(self, model: TableModel, x, background, feature_names, target, scores, seed, budget):
+    def __init__(self, model: TableModel, x, background, feature_names, target, scores, seed, budget,
+                 categorical: Sequence[int] = ()):
         self.model, self.x, self.background, self.feature_names = model, x, background, feature_names
         self.target, self.scores, self.seed, self.budget = target, scores, seed, budget
+        self.categorical = np.asarray(sorted(set(int(j) for j in categorical)), dtype=np.int64)
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -319,6 +374,18 @@ class TableContext:
         """Evaluations still allowed by ``budget`` (None when unlimited)."""
         return None if self.budget is None else self.budget - self.model.n_evals
 
+    def mean_row(self) -> np.ndarray:
+        """The ``baseline="mean"`` row (F values): the background's mean; a categorical column's most frequent
+        value (ties: the smallest), a constant column's own value (exactly, not a rounded mean)."""
+        bg = self.background
+        row = bg.mean(axis=0)
+        const = np.all(bg == bg[0], axis=0)
+        row[const] = bg[0, const]
+        for j in self.categorical:
+            values, counts = np.unique(bg[:, j], return_counts=True)
+            row[j] = values[int(np.argmax(counts))]
+        return row
+
     def coalitions(self, baseline, n_background: int) -> "Coalitions":
         """f(S) for this row and target, hidden features from ``baseline`` (see the module docstring)."""
         n_background = _check_int(n_background, "n_background", 1, "background rows averaged", none_ok=False)
@@ -326,7 +393,7 @@ class TableContext:
             if baseline not in BASELINES:
                 raise ValueError(f"baseline: unknown {baseline!r}; choose one of {BASELINES} or give a row")
             if baseline == "mean":
-                refs = self.background.mean(axis=0, keepdims=True)
+                refs = self.mean_row()[None, :]
             else:
                 rows = self.background
                 if len(rows) > n_background:
@@ -342,10 +409,14 @@ class TableContext:
 class Coalitions:
     """f(masks): the target's score with each mask's features (1) at the row's values and the rest (0) at the
     reference rows, averaged over those rows. Each distinct mask is evaluated once (the full one never: it is
-    the row itself); ``cost`` evaluations per new mask."""
+    the row itself); ``cost`` evaluations per new mask. ``fixed`` (F bools): features whose value in every
+    reference row is the row's own, so hiding them changes no row the model sees; masks are read with them
+    present, so two masks that differ only there are one coalition (evaluated once, the same score): their
+    Shapley values are exactly 0."""
 
     def __init__(self, model: TableModel, x: np.ndarray, refs: np.ndarray, target: int, f_all: float):
         self.model, self.x, self.refs, self.target = model, x, refs, target
+        self.fixed = np.all(refs == x[None, :], axis=0)
         self.cache: dict[bytes, float] = {np.ones(x.size, np.uint8).tobytes(): float(f_all)}
 
     @property
@@ -354,6 +425,8 @@ class Coalitions:
 
     def __call__(self, masks: np.ndarray) -> np.ndarray:
         masks = np.asarray(masks).astype(np.uint8).reshape(-1, self.x.size)
+        if self.fixed.any():
+            masks[:, self.fixed] = 1  # the rows are the same either way
         uniq, inverse = np.unique(masks, axis=0, return_inverse=True)
         keys = [row.tobytes() for row in uniq]
         new = np.asarray([i for i, key in enumerate(keys) if key not in self.cache], dtype=np.int64)
@@ -445,22 +518,41 @@ def _highest_weights(X, y, w, k, **_):
 
 
 def _lime_samples(ctx: TableContext, n: int, discretize: bool, discretizer: str, around_instance: bool, names):
-    """(interpretable n x F, model rows n x F, extras); row 0 is the explained row."""
+    """(interpretable n x F, model rows n x F, extras); row 0 is the explained row. A categorical column
+    (``ctx.categorical``) is drawn from the background's categories with their frequencies (no code the
+    background lacks) and read as "the row's category" (1/0), as the lime package does."""
     bg, x, rng = ctx.background, ctx.x, ctx.rng
+    n_feat = x.size
+    cat = ctx.categorical
+    cont = np.setdiff1d(np.arange(n_feat), cat)
+    rows, interp = np.empty((n, n_feat)), np.empty((n, n_feat))
     if discretize:
-        disc = Discretizer(bg, DISCRETIZERS[discretizer], names)
-        bins = disc.sample_bins(rng, n)
-        bins[0] = disc.bins(x)[0]
-        rows = disc.values(rng, bins)
-        interp = (bins == bins[0]).astype(np.float64)
-        extras = {"conditions": disc.conditions(x)}
+        conditions = [""] * n_feat
+        if len(cont):
+            disc = Discretizer(bg[:, cont], DISCRETIZERS[discretizer], [names[j] for j in cont])
+            bins = disc.sample_bins(rng, n)
+            bins[0] = disc.bins(x[cont])[0]
+            rows[:, cont] = disc.values(rng, bins)
+            interp[:, cont] = bins == bins[0]
+            for j, text in zip(cont, disc.conditions(x[cont])):
+                conditions[j] = text
+        extras = {"conditions": conditions}
     else:
         mean, scale = bg.mean(axis=0), bg.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)  # a constant column: unit scale, as StandardScaler
-        rows = rng.standard_normal((n, x.size)) * scale + (x if around_instance else mean)
+        mean[cat], scale[cat] = 0.0, 1.0  # as the lime package: categorical columns are their 1/0 indicator
+        centre = x if around_instance else mean
+        rows[:, cont] = rng.standard_normal((n, len(cont))) * scale[cont] + centre[cont]
         rows[0] = x
-        interp = (rows - mean) / scale
+        interp[:, cont] = (rows[:, cont] - mean[cont]) / scale[cont]
         extras = {"mean": mean, "scale": scale}
+    for j in cat:
+        values, counts = np.unique(bg[:, j], return_counts=True)
+        rows[:, j] = rng.choice(values, size=n, p=counts / counts.sum())
+        rows[0, j] = x[j]
+        interp[:, j] = rows[:, j] == x[j]
+        if discretize:
+            extras["conditions"][j] = f"{names[j]} = {x[j]:g}"
     rows[0] = x
     return interp, rows, extras
 
@@ -530,39 +622,54 @@ def lime(
                        "efficiency exact; every coalition when they fit in n_samples")
 def kernelshap(ctx: TableContext, *, n_samples: int | None = None, baseline="mean", n_background: int = 50,
                paired: bool = True):
-    """``n_samples`` coalitions (default 2F + 2048, as the shap package); when all 2^F - 2 proper coalitions
-    fit in it (F <= 11 by default) every one is evaluated with its exact kernel weight, which gives the exact
-    Shapley values; else they are drawn by the kernel (``paired`` with complements). The weights sum exactly to
-    f(all) - f(none). ``extras``: ``base_value`` (= f(none)), ``f_all``, ``r2``, ``exact``, ``n_samples``."""
+    """``n_samples`` coalitions (default 2M + 2048, as the shap package, M the varying features below); when
+    all 2^M - 2 proper coalitions fit in it (M <= 11 by default) every one is evaluated with its exact kernel
+    weight, which gives the exact Shapley values; else they are drawn by the kernel (``paired`` with
+    complements). A feature whose hidden value equals the row's own in every reference row (x_i = mean_i, a
+    constant column, every drawn background row holding x_i) changes no score: its Shapley value is exactly
+    0, and it is given 0 and left out of the fit, as shap does with non-varying features. The weights sum
+    exactly to f(all) - f(none). ``extras``: ``base_value`` (= f(none)), ``f_all``, ``r2``, ``exact``,
+    ``n_samples``, ``fixed_features`` (the features left out)."""
     n_feat = ctx.n_features
     total = _check_int(n_samples, "n_samples", 1, "coalitions")
     paired = check_bool(paired, "paired")
-    total = 2 * n_feat + 2048 if total is None else total
     f = ctx.coalitions(baseline, n_background)
+    vary = np.flatnonzero(~f.fixed)
+    m = len(vary)
+    total = 2 * m + 2048 if total is None else total
+
+    def g(z: np.ndarray) -> np.ndarray:  # f of coalitions of the varying features (the fixed ones present)
+        full = np.ones((len(z), n_feat), dtype=np.uint8)
+        full[:, vary] = z
+        return f(full)
+
     remaining = ctx.remaining()
-    if remaining is not None and n_feat > 1 and remaining < 2 * f.cost:
+    if remaining is not None and m > 1 and remaining < 2 * f.cost:
         raise ValueError(f"budget: {ctx.budget} evaluations leave no room for KernelSHAP (f(none) and one "
                          f"coalition cost {2 * f.cost})")
-    f_none = float(f(np.zeros((1, n_feat)))[0])
-    proper = 2**n_feat - 2  # coalitions besides the empty and the full one
+    f_none = float(g(np.zeros((1, m), np.uint8))[0])  # no evaluation when m = 0: it is the row itself
+    proper = 2**m - 2  # coalitions besides the empty and the full one
     exact = proper <= total and (remaining is None or (remaining - f.cost) // f.cost >= proper)
-    if n_feat == 1:  # one feature: all of the change is its own
-        z, phi, r2 = np.zeros((0, 1)), np.array([ctx.score - f_none]), float("nan")
+    if m <= 1:  # one varying feature: all of the change is its own
+        z, sub, r2 = np.zeros((0, m)), np.full(m, ctx.score - f_none), float("nan")
     else:
         if exact:  # every coalition, each with its kernel weight
-            z = ((np.arange(1, proper + 1)[:, None] >> np.arange(n_feat)) & 1).astype(np.uint8)
-            y, w = f(z), shapley_kernel(z.sum(axis=1), n_feat)
+            z = ((np.arange(1, proper + 1)[:, None] >> np.arange(m)) & 1).astype(np.uint8)
+            y, w = g(z), shapley_kernel(z.sum(axis=1), m)
         else:  # drawn chunk by chunk: coalitions that repeat cost nothing and buy more samples
             zs, ys = [], []
             for size in budget_chunks(ctx, total, f.cost, 0, 1 << 14):
-                zs.append(sample_coalitions(ctx.rng, size, n_feat, paired))
-                ys.append(f(zs[-1]))
+                zs.append(sample_coalitions(ctx.rng, size, m, paired))
+                ys.append(g(zs[-1]))
             z, y = np.concatenate(zs), np.concatenate(ys)
             w = np.ones(len(z))
-        phi = constrained_fit(z, y, w, f_none, ctx.score)
-        r2 = weighted_r2(y, f_none + z @ phi, w)
+        sub = constrained_fit(z, y, w, f_none, ctx.score)
+        r2 = weighted_r2(y, f_none + z @ sub, w)
+    phi = np.zeros(n_feat)
+    phi[vary] = sub
     return phi, {"base_value": f_none, "f_all": ctx.score, "r2": float(r2), "exact": bool(exact),
-                 "n_samples": len(z), "coalitions_evaluated": len(f.cache) - 1}
+                 "n_samples": len(z), "coalitions_evaluated": len(f.cache) - 1,
+                 "fixed_features": [int(i) for i in np.flatnonzero(f.fixed)]}
 
 
 # ----------------------------------------------------------------------------- Shapley value sampling
@@ -640,6 +747,7 @@ def explain_tabular(
     budget: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    categorical_features: Sequence[int | str] | None = None,
     **options,
 ) -> Explanation:
     """Explain ``model_fn``'s score for output ``target`` on the row ``x``, one weight per feature.
@@ -657,8 +765,11 @@ def explain_tabular(
     Model's labels. ``budget``: the most model evaluations (rows), the row itself included.
     ``batch_size``: the most rows in one call of the model (default: a ``unveil.Model``'s own int
     batch size, else 4096). ``progress``: a bar of the rows
-    evaluated, on a terminal (stderr), while the method runs. Other keyword arguments are the
-    method's options (:data:`TABULAR_METHODS`, README "Tables").
+    evaluated, on a terminal (stderr), while the method runs. ``categorical_features``: the columns (indices
+    or names) that hold category codes: LIME draws them from the background's categories with their
+    frequencies and reads them as "the row's category" (1/0), ``baseline="mean"`` hides them at the
+    background's most frequent value; no method then sends the model a code the background lacks (the row's
+    own excepted). Other keyword arguments are the method's options (:data:`TABULAR_METHODS`, README "Tables").
     """
     t0 = time.perf_counter()
     if not isinstance(method, str) or method not in TABULAR_METHODS:
@@ -672,18 +783,19 @@ def explain_tabular(
     budget = _check_int(budget, "budget", 2, "model evaluations")
     fn, names, model_bs, name = _model_function(model_fn)
     x, background, feature_list, frame = _check_inputs(x, background, feature_names)
+    categorical = _check_categorical(categorical_features, feature_list, frame[1] if frame is not None else None)
     bs = _check_int(batch_size, "batch_size", 1, "rows per call") or model_bs or DEFAULT_BATCH_ROWS
     model = TableModel(fn, bs, budget, name="model_fn" if name in ("", "<lambda>") else name, frame=frame,
                        progress=progress, desc=method)
     try:
         return _explain_row(model, spec, method, x, background, feature_list, target, class_names, names, seed,
-                            budget, options, t0)
+                            budget, options, t0, categorical)
     finally:
         model.close()
 
 
 def _explain_row(model, spec, method, x, background, feature_list, target, class_names, names, seed, budget,
-                 options, t0) -> Explanation:
+                 options, t0, categorical=()) -> Explanation:
     """The body of :func:`explain_tabular` once the inputs are checked and the model is wrapped."""
     scores = model(x[None, :])[0]
     if class_names is not None:
@@ -693,13 +805,14 @@ def _explain_row(model, spec, method, x, background, feature_list, target, class
     elif names is not None and len(names) != len(scores):
         names = None
     target_idx = _target_index(target, len(scores), names, scores)
-    ctx = TableContext(model, x, background, feature_list, target_idx, scores, seed, budget)
+    ctx = TableContext(model, x, background, feature_list, target_idx, scores, seed, budget, categorical)
     weights, extras = spec.fn(ctx, **options)
     if budget is not None and model.n_evals > budget:  # a method bug, never a user error
         raise RuntimeError(f"method {method!r} spent {model.n_evals} evaluations, over its budget of {budget}")
     weights = np.asarray(weights, dtype=np.float64)
     label = names[target_idx] if names is not None else ("output" if len(scores) == 1 else f"class {target_idx}")
-    params = {**spec.options, **options, "budget": budget, "n_background_rows": len(background)}
+    params = {**spec.options, **options, "budget": budget, "n_background_rows": len(background),
+              "categorical_features": [int(j) for j in categorical] or None}
     return Explanation(
         map=weights.astype(np.float32),
         target=target_idx,
