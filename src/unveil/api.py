@@ -41,13 +41,27 @@ def _check_options(spec, options: dict) -> None:
         )
 
 
+def _image_segments(result: MethodResult, size: tuple[int, int]) -> np.ndarray:
+    """The method's segments at the image size: a user's label map (a :class:`~unveil.segmentation.LabelMap`)
+    as the user drew it, relabelled 0..K-1 (resized only when drawn at another size, every segment kept), with
+    ``result.extras["segment_labels"]`` = the user's label of each index; other segments by nearest neighbour."""
+    from .segmentation import resize_labels
+
+    source = getattr(result.segments, "source", None)
+    if source is None:
+        return upsample_labels(np.asarray(result.segments), size)
+    result.extras["segment_labels"] = np.asarray(result.segments.values).copy()
+    return source if source.shape == tuple(size) else resize_labels(source, size)
+
+
 def _to_image_resolution(result: MethodResult, size: tuple[int, int]):
-    """(map H x W float32, segments H x W int32 or None) at the original image size."""
+    """(map H x W float32, segments H x W int32 or None) at the original image size. For a user's label map
+    the segments are the user's own (see :func:`_image_segments`, which adds ``extras["segment_labels"]``)."""
     if result.weights is not None:
         if result.segments is None:
             raise RuntimeError("a method returned weights without segments")
         weights = np.asarray(result.weights, dtype=np.float32)
-        segments = upsample_labels(np.asarray(result.segments), size)
+        segments = _image_segments(result, size)
         if result.map is None:
             return weights[segments], segments.astype(np.int32)
         seg_out = segments.astype(np.int32)

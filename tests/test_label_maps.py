@@ -1,0 +1,175 @@
+"""A user's own label map (``segmentation=<H x W ints>``): every segment keeps a weight, the explanation's
+segments are the user's map at the image's resolution, and the user's label values stay identifiable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import unveil
+from unveil.segmentation import LabelMap, resize_labels, segment, upsample_labels
+
+SEGMENT_METHODS = ["lime", "kernelshap", "shapley", "streak"]
+FAST = {"lime": dict(n_samples=30), "kernelshap": dict(n_samples=30), "shapley": dict(n_permutations=2),
+        "streak": dict()}
+
+
+class MeanRed(torch.nn.Module):
+    """score = mean of the red channel over the whole input: additive over pixels, so with a zero baseline a
+    segment's exact contribution is its red sum at the model's input size / the input's pixel count."""
+
+    def forward(self, x):
+        s = x[:, 0].mean(dim=(1, 2))
+        return torch.stack([s, 1 - s], dim=1)
+
+
+def mean_red_model(size=(32, 32)) -> unveil.Model:
+    return unveil.Model(MeanRed(), input_size=size, outputs="probabilities", batch_size=64)
+
+
+def tiny_conv(size=(32, 32)) -> unveil.Model:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    return unveil.Model(net, input_size=size, batch_size=64)
+
+
+def strip_map(h=96, w=128) -> np.ndarray:
+    """Left/right halves and a 1-pixel horizontal strip (a wire) that nearest sampling to 32 x 32 misses."""
+    labels = np.zeros((h, w), np.int64)
+    labels[:, w // 2:] = 1
+    labels[9, :] = 2  # row 9 of 96: the 32 rows sampled are 1, 4, 7, 10, ... (3i + 1): never row 9
+    return labels
+
+
+def photo(h=96, w=128, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
+
+
+def test_the_strip_is_lost_by_plain_nearest_sampling():  # the case the tests below are about
+    assert 2 not in upsample_labels(strip_map(), (32, 32))
+
+
+@pytest.mark.parametrize("method", SEGMENT_METHODS)
+def test_a_one_pixel_strip_keeps_its_segment_and_the_users_boundaries(method):
+    labels = strip_map()
+    exp = unveil.explain(tiny_conv(), photo(), method=method, segmentation=labels, target=0, progress=False,
+                         **FAST[method])
+    assert exp.weights.shape == (3,) and exp.extras["n_features"] == 3
+    assert exp.segments.shape == labels.shape and exp.segments.dtype == np.int32
+    np.testing.assert_array_equal(exp.segments, labels)  # labels 0..2 already: the map exactly as given
+    np.testing.assert_array_equal(exp.extras["segment_labels"], [0, 1, 2])
+    np.testing.assert_array_equal(exp.map, exp.weights[labels])  # the strip row shows the strip's weight
+
+
+def test_the_strip_keeps_about_its_area_at_the_models_input():
+    small = segment(np.zeros((32, 32, 3), np.float32), strip_map())
+    assert isinstance(small, LabelMap) and small.shape == (32, 32)
+    area = np.bincount(small.reshape(-1), minlength=3)
+    assert area[2] == round(128 * 32 * 32 / (96 * 128))  # 128 pixels of 12288 -> 11 of 1024
+    rows = np.unique(np.nonzero(small == 2)[0])
+    assert rows.tolist() == [3]  # row 9 of 96 has its centre in row 3 of 32
+    cols = np.nonzero(small[3] == 2)[0]
+    assert cols.min() < 4 and cols.max() > 27  # spread along the strip, not bunched at one end
+    # outside the strip's row, the map is plain nearest sampling
+    near = upsample_labels(strip_map(), (32, 32))
+    np.testing.assert_array_equal(np.delete(small, 3, axis=0), np.delete(near, 3, axis=0))
+
+
+@pytest.mark.parametrize("method", ["lime", "shapley"])
+def test_user_label_values_come_back_identifiable(tmp_path, method):
+    user = np.full((96, 128), 10, np.int64)
+    user[:, 64:] = 100
+    user[40:60, 20:50] = 20
+    exp = unveil.explain(tiny_conv(), photo(), method=method, segmentation=user, target=1, progress=False,
+                         **FAST[method])
+    values = exp.extras["segment_labels"]
+    np.testing.assert_array_equal(values, [10, 20, 100])
+    np.testing.assert_array_equal(values[exp.segments], user)  # index -> the user's label, pixel for pixel
+    weight_of = dict(zip(values.tolist(), exp.weights.tolist()))
+    assert set(weight_of) == {10, 20, 100}
+    assert np.all(exp.map[user == 20] == np.float32(weight_of[20]))
+    back = unveil.Explanation.load(exp.save(tmp_path / "e.npz"))
+    np.testing.assert_array_equal(back.extras["segment_labels"], values)
+    np.testing.assert_array_equal(back.segments, exp.segments)
+
+
+def test_negative_and_unsorted_labels_are_segments_too():
+    user = np.full((40, 48), -1, np.int32)  # e.g. "background" = -1
+    user[5:30, 5:20] = 7
+    user[5:30, 30:44] = 3
+    exp = unveil.explain(tiny_conv(), photo(40, 48), method="kernelshap", segmentation=user, n_samples=30,
+                         progress=False)
+    np.testing.assert_array_equal(exp.extras["segment_labels"], [-1, 3, 7])
+    np.testing.assert_array_equal(exp.extras["segment_labels"][exp.segments], user)
+
+
+def test_a_map_drawn_at_another_size_is_resized_to_the_image_keeping_every_segment():
+    user = strip_map(96, 128)  # drawn for a 96 x 128 photo, explained on its 48 x 64 copy
+    exp = unveil.explain(tiny_conv(), photo(48, 64), method="lime", segmentation=user, n_samples=30,
+                         progress=False)
+    assert exp.segments.shape == (48, 64)
+    np.testing.assert_array_equal(exp.segments, resize_labels(user, (48, 64)))
+    assert set(np.unique(exp.segments)) == {0, 1, 2} and exp.weights.shape == (3,)
+    # a map at the model's input size comes back enlarged by nearest neighbour, as before
+    small = upsample_labels(user, (32, 32))
+    exp = unveil.explain(tiny_conv(), photo(), method="lime", segmentation=small, n_samples=30, progress=False)
+    np.testing.assert_array_equal(exp.segments, upsample_labels(small, (96, 128)))
+
+
+@pytest.mark.parametrize("method,opts", [("shapley", dict(n_permutations=3)),
+                                         ("kernelshap", dict(n_samples=200)),
+                                         ("lime", dict(n_samples=200, alpha=1e-9))])
+def test_additive_model_weights_are_the_segments_red_mass_at_the_models_input(method, opts):
+    model = mean_red_model()
+    img = photo()
+    labels = strip_map()
+    labels[60:90, 10:40] = 7  # four segments, labels 0, 1, 2, 7
+    exp = unveil.explain(model, img, method=method, segmentation=labels, baseline="zero", target=0, seed=0,
+                         progress=False, **opts)
+    _, x = model.prepare(img)
+    small = segment(x.numpy().transpose(1, 2, 0), labels)  # the features the method perturbed
+    red = x[0].numpy().astype(np.float64)
+    expected = np.bincount(small.reshape(-1), weights=red.reshape(-1), minlength=4) / red.size
+    np.testing.assert_allclose(exp.weights, expected, atol=1e-5)
+    assert exp.weights[2] > 0  # the strip counts
+    # its share is about its share of the photo (rounded to whole model pixels)
+    assert np.bincount(small.reshape(-1))[2] / small.size == pytest.approx(128 / labels.size, rel=0.1)
+    np.testing.assert_array_equal(exp.extras["segment_labels"], [0, 1, 2, 7])
+    np.testing.assert_array_equal(exp.segments, np.searchsorted([0, 1, 2, 7], labels))
+
+
+def test_resize_labels_keeps_every_label_and_leaves_others_as_nearest():
+    cols = np.tile(np.arange(2), (64, 32))  # 1-pixel columns: halving samples only label 1
+    assert set(np.unique(upsample_labels(cols, (32, 32)))) == {1}
+    out = resize_labels(cols, (32, 32))
+    assert np.bincount(out.reshape(-1)).tolist() == [512, 512]  # each keeps its share of the area
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 300, (300, 300))  # 300 labels into 400 pixels
+    out = resize_labels(noisy, (20, 20))
+    assert np.bincount(out.reshape(-1), minlength=300).min() >= 1
+    blocks = np.kron(np.arange(16).reshape(4, 4), np.ones((8, 8), int))
+    np.testing.assert_array_equal(resize_labels(blocks, (16, 16)), upsample_labels(blocks, (16, 16)))
+    np.testing.assert_array_equal(resize_labels(blocks, (50, 40)), upsample_labels(blocks, (50, 40)))
+
+
+@pytest.mark.parametrize("labels,message", [
+    (np.zeros((0, 0), int), "label map must be 2-D"),
+    (np.zeros((4, 4, 3), int), "label map must be 2-D"),
+    (np.zeros((40, 48)), "must hold integers, got dtype float64"),
+    (np.full((40, 48), np.nan), "must hold integers"),
+    (np.zeros((40, 48), bool), "must hold integers, got dtype bool"),
+    (np.arange(40 * 48).reshape(40, 48), r"label map has 1920 segments but a 32 x 32 map holds only 1024"),
+])
+def test_wrong_label_maps_are_named(labels, message):
+    with pytest.raises(ValueError, match=message):
+        unveil.explain(tiny_conv(), photo(40, 48), method="lime", segmentation=labels, n_samples=10,
+                       progress=False)
+
+
+def test_derived_arrays_are_plain_label_arrays():
+    small = segment(np.zeros((32, 32, 3), np.float32), strip_map())
+    assert type(small.max()) is np.int64 and int(small.max()) == 2
+    assert type(small == 2) is np.ndarray and type(np.asarray(small)) is np.ndarray
+    assert small[:4].source is None and small.source.shape == (96, 128)
