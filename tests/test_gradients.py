@@ -531,6 +531,100 @@ def test_gradcam_reuses_the_prediction_pass(img):
     assert sg.n_evals == 1 + 3 and np.isfinite(sg.map).all()
 
 
+def test_gradcam_of_a_layer_whose_output_is_changed_in_place(img):
+    """Conv2d followed by ReLU(inplace=True) (VGG's layout): the map is still the conv output's Grad-CAM, equal
+    to that of the same network without in-place ReLUs, at one more pass; a layer not changed in place keeps
+    the single pass; no hooks left."""
+    plain, inplace = ReluNet(seed=3), ReluNet(seed=3, inplace=True)
+    for layer, passes in ((None, 2), ("c2", 2), ("c1", 1)):  # c1 is followed by batch norm, not in place
+        ref = explain(wrap(plain), img, "gradcam", layer=layer)
+        got = explain(wrap(inplace), img, "gradcam", layer=layer)
+        assert got.extras["layer"] == ref.extras["layer"] == (layer or "c2")
+        np.testing.assert_allclose(got.extras["raw_map"], ref.extras["raw_map"], atol=1e-6)
+        np.testing.assert_allclose(got.map, ref.map, atol=1e-6)
+        assert ref.n_evals == 1 and got.n_evals == passes and hook_count(inplace) == 0
+    sg = explain(wrap(inplace), img, "smoothgrad", base="gradcam", n_samples=3, seed=1)
+    sg_ref = explain(wrap(plain), img, "smoothgrad", base="gradcam", n_samples=3, seed=1)
+    np.testing.assert_allclose(sg.map, sg_ref.map, atol=1e-6)
+
+
+class _WithAux(nn.Module):
+    """The classifier's path, and an auxiliary conv head computed after it that the output does not use."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(8, 3))
+        self.aux = nn.Conv2d(3, 2, 1)
+        _init(self, 4)
+
+    def forward(self, x):
+        out = self.body(x)
+        self.aux_out = self.aux(x)
+        return out
+
+
+def test_gradcam_default_layer_is_on_the_output_path_and_empty_maps_are_reported(img):
+    """The default layer is the last convolution the score depends on (not an auxiliary head called later); a
+    named layer the score does not depend on is an error; an all-0 map (negative everywhere) is a warning."""
+    model = wrap(_WithAux())
+    exp = explain(model, img, "gradcam")
+    named = explain(model, img, "gradcam", layer="body.0")
+    assert exp.extras["layer"] == "body.0" and exp.map.any()
+    np.testing.assert_array_equal(exp.map, named.map)
+    with pytest.raises(ValueError, match="does not depend on layer 'aux'"):
+        explain(model, img, "gradcam", layer="aux")
+    neg = nn.Sequential(nn.Conv2d(3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    with torch.no_grad():  # positive feature maps, a negative weight from them to class 0
+        neg[0].weight.fill_(1.0), neg[0].bias.fill_(1.0), neg[3].weight.copy_(torch.tensor([[-1.0, -1.0], [1, 1]]))
+    with pytest.warns(UserWarning, match="negative everywhere"):
+        e = explain(wrap(neg), img, "gradcam", target=0)
+    assert not e.map.any() and (e.extras["raw_map"] < 0).all()
+
+
+class _FrozenBackbone(nn.Module):
+    """Fine-tuning's pattern: the backbone runs under no_grad, only the head has a graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 3)
+        _init(self, 5)
+
+    def forward(self, x):
+        with torch.no_grad():
+            f = self.backbone(x)
+        return self.head(f.mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "deeplift", "gradcam", "meaningful",
+                                    "learned"])
+def test_a_model_whose_scores_do_not_depend_on_the_input_through_autograd_is_named(img, method):
+    """Scores with a graph (the head's parameters) that does not reach the input: a clear error in every
+    gradient and learned method (not torch's "appears to not have been used in the graph", not an empty map)."""
+    net = _FrozenBackbone()
+    with pytest.raises(ValueError, match="do not depend differentiably on its input"):
+        explain(wrap(net), img, method)
+    assert hook_count(net) == 0
+    assert explain(wrap(net), img, "occlusion", window=4).map.any()  # black-box methods still work
+
+
+def test_modules_in_other_float_dtypes_are_run_in_their_dtype(img):
+    """A .double() or .bfloat16() module gets its input cast to its dtype and its scores read back as float32:
+    float64 gives the float32 module's maps (to float32 rounding), bfloat16 close ones (8-bit mantissa)."""
+    ref_net = ReluNet(seed=6)
+    for method, kw in (("occlusion", {"window": 4}), ("saliency", {}), ("integrated_gradients", {"n_steps": 8})):
+        ref = explain(wrap(ref_net), img, method, **kw)
+        got = explain(wrap(ReluNet(seed=6).double()), img, method, **kw)
+        assert got.map.dtype == np.float32 and got.target == ref.target
+        scale = np.abs(ref.map).max()
+        np.testing.assert_allclose(got.map / scale, ref.map / scale, atol=1e-5)
+        low = explain(wrap(ReluNet(seed=6).bfloat16()), img, method, **kw)
+        assert low.map.dtype == np.float32 and np.corrcoef(low.map.ravel(), ref.map.ravel())[0, 1] > 0.9
+    assert unveil.Model(ReluNet().double()).dtype == torch.float64
+    assert unveil.Model(lambda b: b.mean(axis=(1, 2))).dtype is None
+
+
 def test_long_gradient_methods_report_progress(img, monkeypatch):
     """Integrated gradients counts its path points on a progress bar; SmoothGrad counts its samples on one bar
     and keeps the bar of the method it wraps off; progress=False turns them off."""

@@ -9,6 +9,7 @@ the outputs into class probabilities.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 import weakref
@@ -67,6 +68,24 @@ def class_scores(out, name: str):
     if logits is not None and not isinstance(out, (torch.Tensor, np.ndarray)):
         return logits
     return out
+
+
+def _depends_on(out: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether autograd can reach ``x`` (a leaf or not) from ``out``: False for outputs computed from ``x``
+    under ``torch.no_grad()`` or through ``.detach()``, even when later layers' parameters give them a graph."""
+    if not out.requires_grad or out.grad_fn is None:
+        return False
+    target = x.grad_fn
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if node is target or (target is None and getattr(node, "variable", None) is x):
+            return True
+        seen.add(node)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return False
 
 
 class Model:
@@ -206,6 +225,17 @@ class Model:
             for b in self.fn.buffers():
                 return b.device
         return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The floating dtype a torch module computes in (its first floating parameter's or buffer's), None for
+        callables and modules without one. Inputs are composed in float32 and cast to it for the module;
+        outputs are read back as float32 (a ``.double()`` or ``.half()`` module works as it is)."""
+        if self.is_torch:
+            for t in itertools.chain(self.fn.parameters(), self.fn.buffers()):
+                if t.is_floating_point():
+                    return t.dtype
+        return None
 
     @property
     def differentiable(self) -> bool:
@@ -359,6 +389,9 @@ class Model:
         self.require_gradients()
         self._count(x.shape[0])
         z = x if normalized else self._normalize(x)
+        dtype = self.dtype
+        if dtype is not None and z.dtype != dtype:
+            z = z.to(dtype)
         if self.channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         with module_lock(self.fn), self.inference_behaviour():
@@ -368,10 +401,10 @@ class Model:
                              "an N x classes tensor (or a tuple, list or mapping holding one)")
         if out.dim() != 2:
             raise ValueError(f"model {self.name!r} returned shape {tuple(out.shape)}; expected N x classes")
-        if x.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+        if x.requires_grad and torch.is_grad_enabled() and not _depends_on(out, x):
             raise ValueError(f"model {self.name!r} returned scores that do not depend differentiably on its "
-                             f"input (dtype {out.dtype}, no gradient); gradient methods need float outputs "
-                             "computed from the input")
+                             f"input (dtype {out.dtype}): gradient methods need float outputs computed from the "
+                             "input with autograd on (no torch.no_grad(), .detach() or integer steps on the way)")
         return self._two_logits(out)
 
     def _two_logits(self, out: torch.Tensor) -> torch.Tensor:
