@@ -279,6 +279,34 @@ def test_unsupported_nonlinearities_are_named(img):
     assert explain(wrap(Functional()), img, "saliency").map.shape == (SIZE, SIZE)  # plain gradients are fine
 
 
+class _Act(nn.Module):
+    """ReluNet's ReLU written as another op: the same function, no nonlinearity module."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, z):
+        return self.f(z)
+
+
+@pytest.mark.parametrize("name, f", [
+    ("Clamp", lambda z: z.clamp(min=0)),
+    ("Maximum", lambda z: torch.maximum(z, torch.zeros(()))),
+    ("Where", lambda z: torch.where(z > 0, z, 0.01 * z)),
+])
+@pytest.mark.parametrize("method", ["deeplift", "elrp"])
+def test_relus_written_as_other_ops_are_named_not_passed_as_gradients(img, name, f, method):
+    """A ReLU written as clamp / maximum / where is the same function as nn.ReLU but gets no rule: an error
+    naming its autograd node (was: plain gradient x input, DeepLIFT's completeness error 0.85)."""
+    net = ReluNet(seed=2, act=_Act(f))
+    with pytest.raises(UnsupportedNonlinearity, match=name):
+        explain(wrap(net), img, method)
+    assert hook_count(net) == 0
+    ok = explain(wrap(ReluNet(seed=2)), img, method)  # the same network with nn.ReLU modules
+    assert method == "elrp" or ok.extras["completeness_error"] < 1e-4
+
+
 def test_efficientnet_package_swish_has_a_rule(img):
     from efficientnet_lite_pytorch.utils import MemoryEfficientSwish
 
@@ -623,6 +651,31 @@ def test_modules_in_other_float_dtypes_are_run_in_their_dtype(img):
         assert low.map.dtype == np.float32 and np.corrcoef(low.map.ravel(), ref.map.ravel())[0, 1] > 0.9
     assert unveil.Model(ReluNet().double()).dtype == torch.float64
     assert unveil.Model(lambda b: b.mean(axis=(1, 2))).dtype is None
+
+
+class _PerImageStandardized(nn.Module):
+    """Standardizes each image in its forward: a constant image (the zero baseline) has std 0 -> NaN scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.act, self.fc = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(4, 3)
+        _init(self, 7)
+
+    def forward(self, x):
+        x = (x - x.mean((1, 2, 3), keepdim=True)) / x.std((1, 2, 3), keepdim=True)
+        return self.fc(self.act(self.c(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift"])
+def test_a_nan_score_on_the_baseline_is_named(img, method):
+    """IG's completeness and DeepLIFT's reference pass read the baseline's score: NaN there is an error that
+    names the baseline (IG returned a map of noise and a NaN completeness error)."""
+    model = wrap(_PerImageStandardized())
+    with pytest.raises(ValueError, match="score of nan on the baseline"):
+        explain(model, img, method)
+    if method == "integrated_gradients":
+        ok = explain(model, img, method, baseline="blur", n_steps=16)
+        assert np.isfinite(ok.map).all() and np.isfinite(ok.extras["completeness_error"])
 
 
 def test_long_gradient_methods_report_progress(img, monkeypatch):

@@ -349,8 +349,27 @@ def test_one_logit_is_read_as_two_classes_sigmoid_of_minus_z_and_z():
     (g,) = torch.autograd.grad(net(xg)[0, 0], xg)
     sal = unveil.explain(model, _IMG, method="grad_input", target=1)
     np.testing.assert_allclose(sal.map, (0.5 * g * x)[0].sum(0).numpy(), atol=1e-6)
-    with pytest.raises(ValueError, match="2 class scores but has 1 labels"):
+    with pytest.raises(ValueError, match="2 class scores but has 1 labels.*one-logit model.*two labels"):
         unveil.explain(unveil.Model(net, input_size=(8, 8), labels=["positive"]), _IMG, method="occlusion")
+
+
+def test_outputs_declared_logits_that_look_like_probabilities_are_warned_about_once():
+    """A module ending in Softmax (rows summing to 1) or Sigmoid, left at the default outputs='logits', would be
+    squashed twice: a warning says so once; declared probabilities, or real logits, give none."""
+    import warnings
+
+    for last, k in ((torch.nn.Softmax(dim=1), 3), (torch.nn.Sigmoid(), 1)):
+        net = torch.nn.Sequential(_Pool(k=k), last)
+        with pytest.warns(UserWarning, match="look like probabilities.*outputs='probabilities'"):
+            model = unveil.Model(net, input_size=(8, 8))
+            unveil.explain(model, _IMG, method="occlusion", window=4, stride=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            unveil.explain(model, _IMG, method="occlusion", window=4, stride=4)  # once per model
+            unveil.explain(unveil.Model(net, input_size=(8, 8), outputs="probabilities"), _IMG,
+                           method="occlusion", window=4, stride=4)
+            unveil.explain(unveil.Model(_Pool(k=3), input_size=(8, 8)), _IMG, method="occlusion", window=4,
+                           stride=4)
 
 
 def test_a_model_changing_its_class_count_or_scoring_no_class_is_refused():
@@ -453,3 +472,27 @@ def test_exif_orientation_turns_photos_upright(tmp_path, orientation, turn):
     np.testing.assert_array_equal(load_image(path), expected)
     with Image.open(path) as img:
         np.testing.assert_array_equal(load_image(img), expected)
+
+
+def test_a_fixed_size_module_without_input_size_gets_a_hint_and_tensors_targets_are_read():
+    """A module made for one input size, wrapped without input_size, sees the image's own size: torch's shape
+    error comes back with the fix. A one-element integer tensor target (logits.argmax()) is a class number;
+    a batch of one image, a channels-first array and normalized values get advice that fits them."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    img = np.random.default_rng(0).random((10, 12, 3)).astype(np.float32)
+    with pytest.raises(RuntimeError, match=r"shape \(1, 3, 10, 12\).*input_size=\(height, width\)"):
+        unveil.explain(mlp, img, method="saliency")
+    model = unveil.Model(mlp, input_size=(8, 8))
+    exp = unveil.explain(model, img, method="occlusion", window=4, target=torch.tensor(2))
+    assert exp.target == 2 and unveil.explain(model, img, method="occlusion", window=4, target=np.array(3)).target == 3
+    with pytest.raises(TypeError, match="float32 value"):
+        unveil.explain(model, img, method="occlusion", target=torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"a batch of shape \(1, 3, 8, 8\); pass the one image"):
+        unveil.explain(model, torch.rand(1, 3, 8, 8), method="occlusion")
+    with pytest.raises(ValueError, match=r"transpose a C x H x W array"):
+        unveil.explain(model, np.random.default_rng(1).random((3, 40, 50)).astype(np.float32), method="occlusion")
+    with pytest.raises(ValueError, match="before normalization"):
+        unveil.explain(model, (img - 0.5) / 0.25, method="occlusion")
+    with pytest.raises(ValueError, match="divide by 255"):
+        unveil.explain(model, img * 255, method="occlusion")

@@ -28,7 +28,8 @@ def check_finite_map(heat: np.ndarray, method: str, options: dict) -> None:
     if not np.isfinite(heat).all():
         given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "default options"
         raise ValueError(f"method {method!r} gave NaN or infinite attributions ({given}); an option may make it "
-                         "diverge (e.g. a learning rate too high) or the model's scores may overflow")
+                         "diverge (e.g. a learning rate too high), the model's scores may overflow, or its "
+                         "gradient may not be finite at this input (e.g. sqrt or log of 0 in its forward)")
 
 
 def _check_options(spec, options: dict) -> None:

@@ -70,10 +70,9 @@ def to_float(array: np.ndarray, name: str = "image") -> np.ndarray:
         if -FLOAT_SLACK <= lo < 0.0 or 1.0 < hi <= 1.0 + FLOAT_SLACK:  # rounding of the caller's own arithmetic
             x = np.clip(x, 0.0, 1.0)
         elif lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
-                "divide by 255 (8-bit data) or 65535 (16-bit data) first"
-            )
+            advice = ("pass the image before normalization: the model adapter normalizes with its own mean and "
+                      "std" if lo < 0.0 else "divide by 255 (8-bit data) or 65535 (16-bit data) first")
+            raise ValueError(f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; {advice}")
     else:
         raise TypeError(
             f"{name}: unsupported dtype {array.dtype}; pass uint8, uint16, bool or float in [0, 1]"
@@ -120,9 +119,12 @@ def fit_channels(x: np.ndarray, channels: int | None = 3, alpha: str = "composit
         elif x.shape[2] == 3 and channels == 1:
             x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
         return np.ascontiguousarray(x, dtype=np.float32)
+    flipped = x.shape[0] in (1, 2, 3, 4) and c > 4  # a C x H x W array read as H x W x C
     raise ValueError(
         f"{name}: has {c} channels but the model takes {channels}; pass an image with {channels} channels "
         "(or a model built with channels=None to take images as they are)"
+        + (f"; arrays are read H x W x C (channels last): transpose a C x H x W array with .transpose(1, 2, 0)"
+           if flipped else "")
     )
 
 
@@ -257,6 +259,9 @@ def load_image(image: ImageLike, name: str = "image", *, channels: int | None = 
 
             if isinstance(image, torch.Tensor):
                 arr = image.detach().cpu().numpy()
+                if arr.ndim == 4 and arr.shape[0] == 1:
+                    raise ValueError(f"{name}: a batch of shape {tuple(arr.shape)}; pass the one image, "
+                                     "image[0] (C x H x W)")
                 if arr.ndim == 3 and arr.shape[0] < min(arr.shape[1], arr.shape[2]):
                     arr = arr.transpose(1, 2, 0)
                 x = to_float(arr, name)

@@ -23,6 +23,7 @@ Conventions shared by the gradient family:
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -216,7 +217,17 @@ def score_pair(model, x: torch.Tensor, baseline: torch.Tensor, target: int, outp
     """(s(x), s(baseline)) in one forward pass of 2 (counted)."""
     with torch.no_grad():
         s = target_scores(model, model.forward(torch.stack([x, baseline.to(x.device, x.dtype)])), target, output)
+    if not math.isfinite(float(s[1])):
+        raise baseline_error(model, float(s[1]))
     return float(s[0]), float(s[1])
+
+
+def baseline_error(model, score: float) -> ValueError:
+    """The error for a model whose score on the baseline is NaN or infinite."""
+    return ValueError(
+        f"model {getattr(model, 'name', model)!r} gives a score of {score} on the baseline: choose another "
+        "baseline= (an image, or 'blur'); a model that standardizes each image divides by the zero "
+        "spread of a constant image such as the default 'zero'")
 
 
 # ----------------------------------------------------------------------------- attributors

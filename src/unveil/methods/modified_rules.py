@@ -42,6 +42,7 @@ from .gradients import (
     Attributor,
     _require_torch,
     backward_scores,
+    baseline_error,
     check_output,
     completeness_error,
     register_attributor,
@@ -237,6 +238,9 @@ NONLINEAR_NODES = frozenset(
         "Relu", "Hardtanh", "LeakyRelu", "Sigmoid", "Tanh", "Silu", "Gelu", "Elu", "Softplus", "Hardswish",
         "Hardsigmoid", "Mish", "Softmax", "LogSoftmax", "Prelu", "RreluWithNoise", "Softshrink", "Hardshrink",
         "Threshold", "Glu", "LogSigmoid", "Celu", "Selu", "Softsign",
+        # nonlinear element-wise steps written with other ops: z.clamp(min=0) as a ReLU, torch.maximum(z, 0),
+        # torch.where(z > 0, z, a * z), abs, exp, log, powers, square roots
+        "Clamp", "ClampMin", "ClampMax", "Maximum", "Minimum", "Where", "Abs", "Exp", "Log", "Pow", "Sqrt",
     }
 )
 
@@ -482,6 +486,9 @@ def _scope(model, rules: Sequence[tuple], name: str, baseline: torch.Tensor | No
                 raise ValueError(f"{name}: the rules need a baseline")
             with mcr.reference(), torch.no_grad():
                 state["reference"] = model.forward(baseline.unsqueeze(0))
+            if not torch.isfinite(state["reference"]).all():
+                bad = state["reference"][~torch.isfinite(state["reference"])][0]
+                raise baseline_error(model, float(bad))
         yield state
 
 

@@ -310,8 +310,15 @@ class Model:
         return f"class {index}"
 
     def class_index(self, target: int | str, num_classes: int | None = None) -> int:
-        """Turn a class number or name into a checked class number."""
+        """Turn a class number or name (an int, a numpy integer, or a one-element integer tensor or array such
+        as ``logits.argmax()``) into a checked class number."""
         n = num_classes if num_classes is not None else self.num_classes
+        if isinstance(target, torch.Tensor) and target.numel() == 1:
+            target = target.detach().cpu().numpy().reshape(())
+        if isinstance(target, np.ndarray) and target.size == 1:
+            if not np.issubdtype(target.dtype, np.integer):
+                raise TypeError(f"target: expected a class number or name, got a {target.dtype} value")
+            target = int(target.reshape(()))
         if isinstance(target, str):
             if target.strip().lstrip("-").isdigit():
                 target = int(target)
@@ -395,7 +402,15 @@ class Model:
         if self.channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         with module_lock(self.fn), self.inference_behaviour():
-            out = class_scores(self.fn(z), self.name)
+            try:
+                out = class_scores(self.fn(z), self.name)
+            except RuntimeError as err:
+                if self.input_size is not None:
+                    raise
+                raise RuntimeError(  # the image's own size reached the module: say how to fix it
+                    f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); it sees each image "
+                    "at the image's own size: a model made for one size needs unveil.Model(module, "
+                    "input_size=(height, width))") from err
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"model {self.name!r} returned {type(out).__name__}; a torch module must return "
                              "an N x classes tensor (or a tuple, list or mapping holding one)")
@@ -491,6 +506,8 @@ class Model:
             raise ValueError(f"model {self.name!r} returned shape {tuple(out.shape)}: no class scores")
         if self._n_classes is None:
             self._n_classes = n
+            if self.outputs == "logits":
+                self._warn_if_probabilities(out)
         elif n != self._n_classes:
             raise ValueError(f"model {self.name!r} returned {n} class scores for this batch and {self._n_classes} "
                              "before; a model must score the same classes every time")
@@ -505,6 +522,26 @@ class Model:
                     "outputs are declared 'probabilities'; pass outputs='logits' if they are logits (softmax "
                     "is applied) or outputs='scores' to explain them as they are")
         return out
+
+    def _warn_if_probabilities(self, out: torch.Tensor) -> None:
+        """Warn (once, on the first scores) when outputs declared logits look like probabilities: every row
+        non-negative and summing to 1, or a torch module whose last layer is a Sigmoid or Softmax. Read as
+        logits they would be squashed a second time: scores shrink toward 1/classes (a sigmoid's one column
+        always gives class 1)."""
+        with torch.no_grad():
+            o = out.detach().float()
+            rows_sum_to_1 = o.shape[1] > 1 and bool((o >= 0).all()) and bool(
+                torch.allclose(o.sum(dim=1), torch.ones(o.shape[0]), atol=1e-4))
+        leaves = [m for m in self.fn.modules() if not list(m.children())] if self.is_torch else []
+        last = leaves[-1] if leaves else None
+        if rows_sum_to_1 or isinstance(last, (torch.nn.Sigmoid, torch.nn.Softmax)):
+            import warnings
+
+            why = "every row is non-negative and sums to 1" if rows_sum_to_1 else \
+                f"its last layer is {type(last).__name__}"
+            warnings.warn(f"model {self.name!r}: its outputs look like probabilities ({why}) but are read as "
+                          "logits, so the softmax squashes them again; pass outputs='probabilities' if they are",
+                          UserWarning, stacklevel=4)
 
     def _call_batch(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         if self.is_torch:
@@ -553,8 +590,12 @@ class Model:
         if not torch.isfinite(probs).all():
             raise ValueError(f"model {self.name!r} returned NaN or infinite scores")
         if self.labels is not None and probs.dim() == 2 and probs.shape[1] != len(self.labels):
+            one_logit = self.outputs == "logits" and probs.shape[1] == 2 and len(self.labels) == 1
             raise ValueError(f"model {self.name!r} returned {probs.shape[1]} class scores but has "
-                             f"{len(self.labels)} labels; pass one label per class (or labels=None)")
+                             f"{len(self.labels)} labels; pass one label per class (or labels=None)"
+                             + ("; a one-logit model is read as two classes, negative and positive: pass two "
+                                "labels, e.g. labels=['not " + str(self.labels[0]) + "', '" + str(self.labels[0])
+                                + "']" if one_logit else ""))
         return probs
 
     def predict(self, image, k: int = 5) -> list[tuple[int, str, float]]:
