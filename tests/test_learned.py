@@ -244,6 +244,15 @@ def test_bad_options_are_named():
         run("meaningful", model, region_image(), jitter=10**9)
 
 
+def test_meaningful_defaults_run_on_an_image_smaller_than_the_default_jitter():
+    """The default jitter (4 pixels) is taken at most the input's longer side: a 3 x 3 image runs as it is."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(2, 3))
+    img = np.random.default_rng(0).random((3, 3, 3)).astype(np.float32)
+    exp = unveil.explain(unveil.Model(net), img, method="meaningful", iterations=3, progress=False)
+    assert exp.map.shape == (3, 3) and np.isfinite(exp.map).all()
+
+
 def test_a_dilation_wider_than_the_image_equals_the_widest_useful_one():
     rng = np.random.default_rng(0)
     diff = rng.random((9, 13))

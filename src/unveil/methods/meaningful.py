@@ -70,7 +70,7 @@ def run_batch(
     beta: float = 3.0,
     lr: float = 0.1,
     iterations: int = 300,
-    jitter: int = 4,
+    jitter: int | None = None,
     noise: float = 0.02,
     stop_below: float | None = 0.01,
 ) -> list[ImageOutcome]:
@@ -84,11 +84,11 @@ def run_batch(
     lambda1 = check_positive("lambda1", lambda1, allow_zero=True)
     lambda2 = check_positive("lambda2", lambda2, allow_zero=True)
     beta = check_positive("beta", beta)
-    jitter = check_positive("jitter", jitter, integer=True, allow_zero=True)
+    n, c, h, w = xs.shape
+    jitter = min(4, max(h, w)) if jitter is None else check_positive("jitter", jitter, integer=True, allow_zero=True)
     noise = check_positive("noise", noise, allow_zero=True)
     iterations, lr, stop_below = check_common(iterations, lr, stop_below)
 
-    n, c, h, w = xs.shape
     if jitter > max(h, w):
         raise ValueError(f"jitter: expected at most the input's longer side ({max(h, w)} pixels), got {jitter}")
     device, dtype = xs.device, xs.dtype
@@ -189,7 +189,7 @@ def meaningful(
     beta: float = 3.0,
     lr: float = 0.1,
     iterations: int = 300,
-    jitter: int = 4,
+    jitter: int | None = None,
     noise: float = 0.02,
     stop_below: float | None = 0.01,
 ) -> MethodResult:
@@ -198,7 +198,8 @@ def meaningful(
     starting value (0 or None: run every step). ``perturbation``: ``"blur"`` (Gaussian, ``blur_radius``
     = sigma in pixels of the model input), ``"constant"`` (the image's mean colour) or ``"noise"`` (uniform
     noise, fresh each step; the stopping check and the result use one fixed draw). ``lambda1`` weighs ``sum |1 - m|``, ``lambda2`` weighs ``TV_beta(m)``; each step
-    the input is shifted by 0..``jitter`` pixels and the mask gets Gaussian noise of std ``noise``.
+    the input is shifted by 0..``jitter`` pixels (None: 4, at most the input's longer side) and the mask gets
+    Gaussian noise of std ``noise``.
 
     Map: ``1 - M`` (the upsampled mask), in [0, 1]. Extras: ``perturbed`` (h x w x 3, the final blended
     input), ``mask`` (the low-resolution m), ``score_before``, ``score_after``, ``score_drop`` (relative),
