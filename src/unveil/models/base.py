@@ -405,8 +405,8 @@ class Model:
             try:
                 out = class_scores(self.fn(z), self.name)
             except RuntimeError as err:
-                if self.input_size is not None:
-                    raise
+                if self.input_size is not None or not any(w in str(err) for w in ("shape", "size")):
+                    raise  # not a shape mismatch, or not one our choice of size caused
                 raise RuntimeError(  # the image's own size reached the module: say how to fix it
                     f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); it sees each image "
                     "at the image's own size: a model made for one size needs unveil.Model(module, "
