@@ -161,7 +161,7 @@ def test_randomization_lowers_the_correlation():
     state = copy.deepcopy(net.state_dict())
     res = metrics.Randomization(max_steps=3)(model, img, exp)
     assert res.y[0] == 1.0 and len(res.y) == 4
-    assert res.score < 0.9 and res.score == res.y[-1]
+    assert res.score < 0.9 and res.score == abs(res.y[-1]) and res.details["absolute"]
     assert res.details["ssim"][-1] < 1.0
     assert res.details["layers_randomized"][-1] == res.details["n_layers"] == 4
     for k, v in state.items():  # the user's model is untouched
@@ -169,6 +169,50 @@ def test_randomization_lowers_the_correlation():
     # the same check on an unchanged model would give 1.0: re-running the explanation reproduces it
     same = unveil.explain(model, img, method="occlusion", window=6, stride=2, progress=False)
     assert metrics.spearman(exp.map, same.map) == pytest.approx(1.0)
+
+
+class _HeadFirst(torch.nn.Module):
+    """Its head is declared before its body: declaration order is not the order of the forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(4, 3)
+        self.body = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)).mean(dim=(2, 3)))
+
+
+def test_randomization_cascades_from_the_output_in_call_order_and_scores_a_sign_flip_as_unchanged(monkeypatch):
+    """Layers are randomized from the last one the forward pass calls (head, then body), whatever their
+    declaration order; a re-explanation that is the original map negated scores |rho| = 1 (unchanged), signed
+    or not."""
+    torch.manual_seed(0)
+    model = unveil.Model(_HeadFirst(), input_size=(16, 16))
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="saliency", progress=False)
+    res = metrics.Randomization(max_steps=None)(model, img, exp)
+    assert res.details["randomized_down_to"] == ["original", "head", "body"]
+    flipped = exp.__class__(**{**exp.__dict__, "map": -exp.map})
+    monkeypatch.setattr(metrics, "_explain_again", lambda *a, **k: flipped)
+    for absolute in (False, True):
+        r = metrics.Randomization(max_steps=1, absolute=absolute)(model, img, exp)
+        assert r.score == pytest.approx(1.0)
+    assert metrics.Randomization(absolute=False)(model, img, exp).y[-1] == pytest.approx(-1.0)
+
+
+def test_stability_of_identical_constant_maps_and_seeds_past_the_largest():
+    """A method that returns the same flat map for every seed is perfectly stable (Spearman 1, top IoU 1);
+    seeds past 2**63 - 1 continue from 0 instead of failing on a seed the user never passed."""
+    model = unveil.Model(lambda b: np.tile([0.3, 0.7], (len(b), 1)), outputs="probabilities")
+    img = np.random.default_rng(0).random((12, 12, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="occlusion", window=4, progress=False)
+    assert not exp.map.any()
+    res = metrics.Stability(k=3)(model, img, exp)
+    assert res.score == 1.0 and res.details["top_iou"] == 1.0
+    assert metrics.spearman(np.zeros(4), np.arange(4)) == 0.0  # one flat map: no agreement to speak of
+    lime = unveil.explain(model, img, method="lime", n_samples=20, n_features=4, seed=2**63 - 1, progress=False)
+    assert metrics.Stability(k=3)(model, img, lime).details["seeds"] == [2**63 - 1, 0, 1]
 
 
 def test_randomization_refuses_a_callable(region_setup):
@@ -215,7 +259,12 @@ def test_pointing_game():
     mask = np.zeros((100, 100), bool)
     mask[50, 76] = True
     assert metrics.PointingGame(tolerance=15)(exp, mask).score == 0.0
-    assert metrics.PointingGame(tolerance=16)(exp, mask).score == 1.0
+    assert metrics.PointingGame(tolerance=16)(exp, mask).score == 0.0  # TorchRay's strict "less than"
+    assert metrics.PointingGame(tolerance=16.01)(exp, mask).score == 1.0
+    assert metrics.PointingGame(tolerance=0)(exp, (55, 40, 70, 58)).score == 1.0  # 0: on the object
+    assert metrics.PointingGame(tolerance=0)(exp, (0, 0, 47, 51)).score == 0.0
+    flat = metrics.pointing_game(manual(np.zeros((100, 100), np.float32), None), (0, 0, 10, 10))
+    assert flat.score == 0.0 and flat.details["constant_map"]  # points nowhere, though (0, 0) is on the box
     assert metrics.pointing_game.higher_is_better
     with pytest.raises(ValueError, match="truth"):
         metrics.pointing_game(exp, np.zeros((5, 5), bool))

@@ -33,7 +33,7 @@ import torch
 from .explanation import Explanation
 from .images import resize
 from .models.base import Model, as_model
-from .checks import check_positive, check_seed
+from .checks import MAX_SEED, check_positive, check_seed
 from .perturb import Perturber, make_baseline
 from .segmentation import upsample_labels
 
@@ -148,7 +148,8 @@ def pixel_ranking(saliency: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps (flattened); 0 when either map is constant (no ranking)."""
+    """Spearman rank correlation of two maps (flattened); 1 when both are constant (they agree: neither ranks
+    any pixel above another), 0 when only one is."""
     from scipy.stats import rankdata
 
     ra = rankdata(np.asarray(a, np.float64).reshape(-1))
@@ -156,7 +157,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if ra.size != rb.size:
         raise ValueError(f"maps of different sizes: {np.shape(a)} and {np.shape(b)}")
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    va, vb = float(ra @ ra), float(rb @ rb)
+    if va == 0 and vb == 0:
+        return 1.0
+    den = math.sqrt(va * vb)
     return float(ra @ rb) / den if den > 0 else 0.0
 
 
@@ -392,8 +396,28 @@ class Insertion(_Causal):
 
 # ----------------------------------------------------------------------------- model randomization
 def _parametrized_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """Modules that hold parameters directly, in definition order (input side first)."""
+    """Modules that hold parameters directly, in definition order."""
     return [(n, m) for n, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+def _in_call_order(model: Model, x: torch.Tensor, layers: list) -> list:
+    """``layers`` (name, module) of ``model.fn`` sorted by when one forward pass of ``x`` (C x H x W) first
+    calls them, input side first; layers the pass never calls come first (randomizing them changes nothing)."""
+    first: dict = {}
+
+    def seen(name):
+        def hook(module, args):  # returns None: the inputs go on unchanged
+            first.setdefault(name, len(first))
+        return hook
+
+    handles = [m.register_forward_pre_hook(seen(n)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            model.probabilities(x.unsqueeze(0), batch_size=1)
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(layers, key=lambda nm: first.get(nm[0], -1))
 
 
 def _copy_model(model: Model, module: torch.nn.Module) -> Model:
@@ -423,14 +447,16 @@ class Randomization:
 
     Re-runs the explanation's method (same options, target, seed and budget) on deep copies of the model whose
     parameter-holding layers are re-drawn from N(0, std of the original tensor), cumulatively from the output
-    side. ``max_steps``: the most re-explanations (layers are grouped evenly when there are more; the last
-    step always has every layer randomized). ``absolute``: compare |map| instead of the signed maps.
-    Score: Spearman correlation of the fully randomized model's map with the original (a faithful method's
-    falls towards 0). Curve: correlation per cascade step, step 0 the original (1.0).
+    side (the order in which a forward pass calls them, found with one pass). ``max_steps``: the most
+    re-explanations (layers are grouped evenly when there are more; the last step always has every layer
+    randomized). ``absolute`` (default, Adebayo et al.'s main measure): compare |map|; False compares the
+    signed maps. Score: |Spearman correlation| of the fully randomized model's map with the original (a
+    faithful method's falls towards 0; a map that merely flipped sign still counts as unchanged). Curve: the
+    signed correlation per cascade step, step 0 the original (1.0).
     """
 
     max_steps: int | None = 5
-    absolute: bool = False
+    absolute: bool = True
     seed: int = 0
     batch_size: int | None = None
     progress: bool = False
@@ -461,6 +487,7 @@ class Randomization:
         layers = _parametrized_layers(model.fn)
         if not layers:
             raise ValueError(f"randomization: model {model.name!r} has no parameters to randomize")
+        layers = _in_call_order(model, model.prepare(image)[1], layers)
         top_down = list(reversed(range(len(layers))))
         n_steps = len(layers) if self.max_steps is None else min(self.max_steps, len(layers))
         cuts = [math.ceil((s + 1) * len(layers) / n_steps) for s in range(n_steps)]
@@ -468,7 +495,7 @@ class Randomization:
         module = copy.deepcopy(model.fn)
         copied = dict(_parametrized_layers(module))
         reference = np.abs(explanation.map) if self.absolute else explanation.map
-        rho, ssim, names, n_evals = [1.0], [1.0], ["original"], 0
+        rho, ssim, names, n_evals = [1.0], [1.0], ["original"], 1  # 1: the pass that found the call order
         done = 0
         for cut in cuts:
             with torch.no_grad():
@@ -488,7 +515,7 @@ class Randomization:
             names.append(layers[top_down[cut - 1]][0] or "(root)")
         return MetricResult(
             name=self.name,
-            score=rho[-1],
+            score=abs(rho[-1]),
             higher_is_better=self.higher_is_better,
             x=np.arange(len(rho), dtype=np.float64),
             y=np.asarray(rho, dtype=np.float64),
@@ -506,7 +533,7 @@ class Stability:
     """Agreement of the method with itself under ``k`` seeds (higher is better).
 
     Re-runs the explanation's method with seeds ``seed, seed+1, ..., seed+k-1`` (the explanation itself is the
-    first); score: mean pairwise Spearman correlation; ``details['top_iou']``: mean pairwise IoU of the top
+    first; past the largest seed they continue from 0); score: mean pairwise Spearman correlation; ``details['top_iou']``: mean pairwise IoU of the top
     ``top_fraction`` of pixels. Curve: the pairwise correlations.
     """
 
@@ -533,9 +560,10 @@ class Stability:
             if image is None:
                 raise ValueError("image: the explanation keeps no image; pass the image explicitly")
         base_seed = explanation.seed or 0
+        seeds = [(base_seed + s) % (MAX_SEED + 1) for s in range(self.k)]  # past the largest seed: from 0
         maps, n_evals = [explanation.map], 0
-        for s in range(1, self.k):
-            exp = _explain_again(model, image, explanation, base_seed + s, self.batch_size, self.progress)
+        for seed in seeds[1:]:
+            exp = _explain_again(model, image, explanation, seed, self.batch_size, self.progress)
             maps.append(exp.map)
             n_evals += exp.n_evals
         pairs = list(itertools.combinations(range(self.k), 2))
@@ -550,7 +578,7 @@ class Stability:
             x_label="pair of seeds",
             y_label="Spearman correlation",
             details={"top_iou": float(iou.mean()), "pairwise_top_iou": iou, "pairs": pairs,
-                     "seeds": [base_seed + s for s in range(self.k)], "top_fraction": self.top_fraction},
+                     "seeds": seeds, "top_fraction": self.top_fraction},
             n_evals=n_evals,
         )
 
@@ -558,10 +586,12 @@ class Stability:
 # ----------------------------------------------------------------------------- pointing game
 @dataclass(frozen=True)
 class PointingGame:
-    """Hit (1) when the map's maximum lies within ``tolerance`` pixels of the object, else miss (0).
+    """Hit (1) when the map's maximum lies less than ``tolerance`` pixels from the object, else miss (0).
 
     The object is an H x W boolean mask at the explanation's resolution, or a box (x0, y0, x1, y1) in its
-    pixels (x1, y1 exclusive). ``tolerance``: 15 pixels, as in TorchRay.
+    pixels (x1, y1 exclusive). ``tolerance``: 15 pixels, and a strict "less than", as in TorchRay; 0 asks for
+    the point to lie on the object. The point is the first maximum in raster order; a constant map points
+    nowhere and is a miss.
     """
 
     tolerance: float = 15.0
@@ -595,7 +625,8 @@ class PointingGame:
         py, px = np.unravel_index(int(np.argmax(m)), m.shape)
         ys, xs = np.nonzero(mask)
         dist = float(np.sqrt(np.min((ys - py) ** 2 + (xs - px) ** 2)))
-        hit = dist <= self.tolerance
+        constant = bool(m.max() == m.min())
+        hit = not constant and (dist < self.tolerance if self.tolerance > 0 else dist == 0.0)
         return MetricResult(
             name=self.name,
             score=float(hit),
@@ -604,7 +635,8 @@ class PointingGame:
             y=np.asarray([py], dtype=np.float64),
             x_label="column of the maximum",
             y_label="row of the maximum",
-            details={"point": (int(py), int(px)), "distance": dist, "tolerance": float(self.tolerance), "hit": hit},
+            details={"point": (int(py), int(px)), "distance": dist, "tolerance": float(self.tolerance), "hit": hit,
+                     "constant_map": constant},
         )
 
 
