@@ -520,7 +520,7 @@ class Randomization:
             x=np.arange(len(rho), dtype=np.float64),
             y=np.asarray(rho, dtype=np.float64),
             x_label="cascade step (layers randomized from the top)",
-            y_label="Spearman correlation with the original map",
+            y_label="Spearman correlation with the original map" + (" (|maps|)" if self.absolute else ""),
             details={"ssim": np.asarray(ssim), "randomized_down_to": names, "layers_randomized": [0] + cuts,
                      "n_layers": len(layers), "absolute": self.absolute},
             n_evals=n_evals,
