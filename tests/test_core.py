@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -258,7 +259,7 @@ def test_plot_writes_a_png(tmp_path, tiny, image):
 
 def test_explanation_is_frozen(tiny, image):
     exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         exp.target = 3
 
 
@@ -705,3 +706,12 @@ def test_files_written_with_plain_savez_compressed_still_load(tmp_path, tiny, im
     back = unveil.Explanation.load(path)
     np.testing.assert_array_equal(back.segments, exp.segments)
     np.testing.assert_array_equal(back.image, exp.image)
+
+
+def test_fractional_and_binary_masks_are_scored_separately():
+    """A fractional mask is scored on its own, not given the cached score of the binary mask it rounds to."""
+    from unveil.perturb import Perturber
+    model = unveil.Model(lambda b: np.stack([b.mean(axis=(1, 2, 3)), 1 - b.mean(axis=(1, 2, 3))], 1), input_size=(4, 4))
+    p = Perturber(model, torch.ones(3, 4, 4), torch.zeros(3, 4, 4), np.repeat(np.arange(2), 8).reshape(4, 4))
+    out = p.score_features(np.array([[1, 0], [0.5, 0]], np.float32))
+    np.testing.assert_allclose(out[:, 0], [0.5, 0.25], atol=1e-6)

@@ -154,3 +154,17 @@ def test_weighted_ridge_refuses_weights_summing_to_zero():
 
     with pytest.raises(ValueError, match="sample weights sum to zero"):
         weighted_ridge(np.ones((4, 2)), np.ones(4), np.zeros(4))
+
+
+def test_lime_kernel_weights_equal_the_lime_packages():
+    """LIME's image kernel is the lime package's: sqrt(exp(-d^2 / w^2)) of scikit-learn's cosine distance of each
+    mask to the all-ones mask."""
+    import sklearn.metrics
+
+    from unveil.methods.lime import kernel_weights
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 2, size=(200, 30)).astype(np.uint8)
+    masks[0] = 1
+    d = sklearn.metrics.pairwise_distances(masks, masks[:1], metric="cosine").ravel()
+    ref = np.sqrt(np.exp(-(d ** 2) / 0.25 ** 2))  # lime_image.LimeImageExplainer's default kernel
+    np.testing.assert_allclose(kernel_weights(masks, 0.25), ref, rtol=1e-12)

@@ -190,7 +190,7 @@ def test_wrong_output_shape_is_reported():
 
 
 def test_bad_model_arguments():
-    with pytest.raises(TypeError, match="model"):
+    with pytest.raises(TypeError, match=r"^model: expected a unveil.Model, a torch.nn.Module or a callable, got int"):
         unveil.explain(42, np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="input_size"):
         unveil.Model(lambda b: b, input_size=(0, 3))

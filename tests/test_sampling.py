@@ -288,3 +288,32 @@ def test_rise_budget_caps_the_masks(tiny, image):
 def test_rise_rejects_bad_options(tiny, image, opts, name):
     with pytest.raises(ValueError, match=name):
         unveil.explain(tiny, image, method="rise", progress=False, **opts)
+
+
+# stderr is the unbiased sample std / sqrt(n) of the per-permutation samples. Two segments of
+# f = 0.1 + 0.2 m0 + 0.3 m1 + 0.4 m0 m1: feature 0's sample is 0.2 (first) or 0.6 (second), so the share p of
+# permutations where it comes first follows from the mean, and the sample variance from p exactly.
+def test_shapley_stderr_is_the_sample_standard_error():
+    labels = np.repeat(np.arange(2), 4)[None, :].repeat(8, axis=0)
+    f = lambda m: 0.1 + 0.2 * m[0] + 0.3 * m[1] + 0.4 * m[0] * m[1]
+    n = 10
+    exp = unveil.explain(segment_poly_model(labels, f), np.ones((8, 8, 3), np.float32), method="shapley", target=0,
+                         seed=0, n_permutations=n, segmentation=labels, baseline="zero", progress=False)
+    p = (0.6 - exp.weights[0]) / 0.4
+    assert 0 < p < 1  # both orders were drawn (else the check below is empty)
+    expected = math.sqrt(n / (n - 1) * p * (1 - p) * 0.4 ** 2 / n)
+    assert exp.extras["stderr"][0] == pytest.approx(expected, rel=1e-5)
+    assert exp.extras["stderr"][1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_kernel_coalition_sizes_follow_the_shapley_kernel():
+    """KernelSHAP draws coalition sizes in proportion to the Shapley kernel's total weight per size (a
+    chi-square test of 40000 draws)."""
+    from scipy.stats import chisquare
+    from unveil.methods.kernelshap import sample_coalitions
+    K = 10
+    z = sample_coalitions(np.random.default_rng(0), 40000, K, paired=False)
+    sizes = np.bincount(z.sum(1), minlength=K + 1)[1:K]
+    s = np.arange(1, K)
+    total_w = np.array([math.comb(K, j) * (K - 1) / (math.comb(K, j) * j * (K - j)) for j in s])  # C(K,j) pi(j)
+    assert chisquare(sizes, total_w / total_w.sum() * sizes.sum()).pvalue > 1e-3

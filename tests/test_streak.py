@@ -33,7 +33,6 @@ from unveil.streak import (
     threshold_greedy,
 )
 
-PAPER_RATIO_GAMMA1 = (3 - math.exp(-0.5) - 2 * math.sqrt(2 - math.exp(-0.5))) / 2  # Theorem 5.1 at gamma = 1
 
 
 def modular(weights):
@@ -58,10 +57,6 @@ def brute_force(f, n, k):
 
 
 # ----------------------------------------------------------------------------- the algorithm
-def test_paper_ratio_is_weaker_than_the_submodular_one():
-    assert 0.0 < PAPER_RATIO_GAMMA1 < 0.5  # so asserting (1 - eps) / 2 also checks the paper's bound
-
-
 @pytest.mark.parametrize("eps", [0.1, 0.5, 0.7])
 def test_modular_value_bound_and_size(eps):
     rng = np.random.default_rng(1)
@@ -194,13 +189,13 @@ def test_generic_elements_and_bad_input():
     f = lambda sets: [float(len(s)) for s in sets]
     r = streak(f, ["a", ("x", 1), 3.5], 2, 0.5)
     assert len(r.selected) == 2
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"^k: expected a positive int"):
         streak(f, [1, 2], 0)
     with pytest.raises(ValueError, match="eps"):
         streak(f, [1, 2], 2, eps=1.0)
     with pytest.raises(ValueError, match="twice"):
         streak(f, [1, 1], 2)
-    with pytest.raises(TypeError, match="f"):
+    with pytest.raises(TypeError, match=r"^f: expected a callable set function"):
         streak(None, [1, 2], 2)
     with pytest.raises(ValueError, match="values"):
         greedy(lambda sets: [1.0], [1, 2], 2)
@@ -284,7 +279,7 @@ def test_streak_on_a_torch_model_spends_few_evaluations_and_honours_the_budget(t
     np.testing.assert_allclose(ahead.weights, exp.weights, atol=1e-6)
     capped = unveil.explain(tiny, image, method="streak", seed=0, n_features=20, budget=12, progress=False)
     assert capped.n_evals <= 12 and capped.extras["stopped"]
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"^k: expected a positive int \(segments to select\)"):
         unveil.explain(tiny, image, method="streak", k=0, progress=False)
     with pytest.raises(ValueError, match="eps"):
         unveil.explain(tiny, image, method="streak", eps=1.5, progress=False)
@@ -423,3 +418,21 @@ def test_streak_says_so_when_it_keeps_no_segment():
         warnings.simplefilter("error")
         unveil.explain(model, img, method="streak", segmentation="grid", n_features=9, fill="singletons",
                        progress=False)
+
+
+@pytest.mark.parametrize("k, eps, m", [(1, 0.5, 1.0), (5, 0.7, 0.37), (10, 0.1, 2.5), (3, 0.9, 4.0)])
+def test_first_element_opens_exactly_the_thresholds_in_range(k, eps, m):
+    """After the first element (m = its value) exactly the thresholds (1-eps)^i in [(1-eps) m / 9k^2, m k] are
+    open: counted by brute force over the exponents."""
+    from unveil.streak import streak
+    q = 1 - eps
+    lo, hi = q * m / (9 * k * k), m * k
+    expected = sum(1 for i in range(-300, 3000) if lo <= q ** i <= hi)
+    r = streak(lambda sets: [m * len(s) for s in sets], [0], k, eps)
+    assert r.history[0] == expected
+
+
+def test_max_live_instances_value():
+    from unveil.streak import max_live_instances
+    assert max_live_instances(5, 0.7) == pytest.approx(2 - math.log(9 * 125) / math.log(0.3))
+    assert max_live_instances(1, 0.5) == pytest.approx(2 + math.log(9) / math.log(2))
