@@ -227,9 +227,13 @@ def test_cli_evaluate_text_and_json(scripted, photo, capsys):
     assert data["method"] == "occlusion" and data["n_evals"] <= 12
     d = data["metrics"]["deletion"]
     assert d["higher_is_better"] is False and len(d["x"]) == 51  # 224 * 224 pixels, 1/50 per step
-    assert d["score"] == pytest.approx(metrics.auc(d["x"], d["y"]))
+    x, y = np.asarray(d["x"]), np.asarray(d["y"])
+    assert d["score"] == pytest.approx(float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2)))  # trapezoid rule
     assert d["details"]["baseline"] == "mean"  # occlusion's own baseline
-    assert data["metrics"]["pointing_game"]["score"] in (0.0, 1.0)
+    pg = data["metrics"]["pointing_game"]
+    py, px = pg["details"]["point"]  # the map's maximum: a hit exactly when it is under 15 px from the box
+    dist = np.hypot(max(0, py - 29), max(0, px - 39))  # box 0,0,40,30: rows 0..29, columns 0..39
+    assert pg["score"] == float(dist < 15) and pg["details"]["distance"] == pytest.approx(dist)
 
 
 @pytest.mark.parametrize("extra, message", [
