@@ -10,6 +10,7 @@ from torch import nn
 import unveil
 from unveil.methods.gradients import ig_nodes, input_gradients
 from unveil.methods.modified_rules import (
+    Gradient,
     ModifiedChainRule,
     Rescale,
     UnsupportedNonlinearity,
@@ -762,3 +763,65 @@ def test_completeness_error_by_hand():
         delta = float(net(x)[0, 1] - net(torch.zeros_like(x))[0, 1])
     total = float(exp.extras["attribution"].astype(np.float64).sum())
     assert exp.extras["completeness_error"] == pytest.approx(abs(total - delta) / abs(delta), rel=1e-4)
+
+
+class _Temperature(nn.Module):
+    """A learned temperature: exp of a parameter, a branch that never touches the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = ReluNet(seed=8)
+        self.logit_scale = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        return self.body(x) * self.logit_scale.exp()
+
+
+class _HandNorm(nn.Module):
+    """A hand-written normalization (pow, sqrt: nonlinear ops, not an activation module)."""
+
+    def forward(self, z):
+        return z / (z.pow(2).mean(dim=1, keepdim=True) + 1e-5).sqrt()
+
+
+def test_modified_rules_ignore_parameter_only_branches_and_honour_gradient_rules(img):
+    """Only nonlinearities on the way from the input count: a learned temperature passes (its exp is a
+    function of a parameter); a where/clamp inside a module ruled by Gradient() is accepted as its gradient."""
+    t = explain(wrap(_Temperature()), img, "deeplift")
+    plain = explain(wrap(ReluNet(seed=8)), img, "deeplift")
+    np.testing.assert_allclose(t.map, plain.map * np.exp(0.5), rtol=1e-4, atol=1e-6)  # a constant factor
+    net = ReluNet(seed=2, act=_Act(lambda z: torch.where(z > 0, z, 0.01 * z)))
+    with pytest.raises(UnsupportedNonlinearity, match="Where"):
+        explain(wrap(net), img, "elrp")
+    assert np.isfinite(explain(wrap(net), img, "elrp", rules=[(_Act, Gradient())]).map).all()
+    normed = ReluNet(seed=2, act=nn.Sequential(_HandNorm(), nn.ReLU()))
+    assert np.isfinite(explain(wrap(normed), img, "deeplift").map).all()  # pow/sqrt: not flagged
+
+
+class _SharedConv(nn.Module):
+    """One conv called twice: on the output's path (then an in-place ReLU), and on an auxiliary branch."""
+
+    def __init__(self, inplace):
+        super().__init__()
+        self.c0, self.c, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+        self.inplace = inplace
+        _init(self, 9)
+
+    def forward(self, x):
+        h = self.c(torch.relu(self.c0(x)))
+        h = torch.relu_(h) if self.inplace else torch.relu(h)
+        self.aux = self.c(h)  # stored, not returned
+        return self.fc(h.mean((2, 3)))
+
+
+def test_gradcam_of_a_layer_called_twice_uses_the_call_the_score_depends_on(img):
+    """A named layer (or the default) called more than once: the last call whose output reaches the score,
+    with or without an in-place ReLU after it; all four give the same map."""
+    maps = []
+    for inplace in (False, True):
+        for layer in (None, "c"):
+            exp = explain(wrap(_SharedConv(inplace)), img, "gradcam", layer=layer, target=0)
+            assert exp.extras["layer"] == "c"
+            maps.append(exp.extras["raw_map"])
+    for m in maps[1:]:
+        np.testing.assert_allclose(m, maps[0], atol=1e-6)

@@ -484,6 +484,10 @@ def test_a_fixed_size_module_without_input_size_gets_a_hint_and_tensors_targets_
     img = np.random.default_rng(0).random((10, 12, 3)).astype(np.float32)
     with pytest.raises(RuntimeError, match=r"shape \(1, 3, 10, 12\).*input_size=\(height, width\)"):
         unveil.explain(mlp, img, method="saliency")
+    gray = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(start_dim=1), torch.nn.LazyLinear(2))
+    with pytest.raises(RuntimeError) as err:  # a channel mismatch is not a size problem: no input_size advice
+        unveil.explain(unveil.Model(gray, channels=None), img, method="saliency")
+    assert "input_size" not in str(err.value)
     model = unveil.Model(mlp, input_size=(8, 8))
     exp = unveil.explain(model, img, method="occlusion", window=4, target=torch.tensor(2))
     assert exp.target == 2 and unveil.explain(model, img, method="occlusion", window=4, target=np.array(3)).target == 3

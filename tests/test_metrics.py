@@ -194,6 +194,11 @@ def test_randomization_cascades_from_the_output_in_call_order_and_scores_a_sign_
     exp = unveil.explain(model, img, method="saliency", progress=False)
     res = metrics.Randomization(max_steps=None)(model, img, exp)
     assert res.details["randomized_down_to"] == ["original", "head", "body"]
+    ort = unveil.Model(_HeadFirst(), input_size=(16, 16), batch_size=4).use_onnxruntime()
+    ort.probabilities(torch.rand(4, 3, 16, 16))  # its inference passes now run on ONNX Runtime
+    down = metrics.Randomization(max_steps=None)(ort, img, unveil.explain(ort, img, method="saliency",
+                                                                           progress=False))
+    assert down.details["randomized_down_to"] == ["original", "head", "body"]  # the order from a torch pass
     flipped = exp.__class__(**{**exp.__dict__, "map": -exp.map})
     monkeypatch.setattr(metrics, "_explain_again", lambda *a, **k: flipped)
     for absolute in (False, True):

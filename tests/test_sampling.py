@@ -317,3 +317,15 @@ def test_kernel_coalition_sizes_follow_the_shapley_kernel():
     s = np.arange(1, K)
     total_w = np.array([math.comb(K, j) * (K - 1) / (math.comb(K, j) * j * (K - j)) for j in s])  # C(K,j) pi(j)
     assert chisquare(sizes, total_w / total_w.sum() * sizes.sum()).pvalue > 1e-3
+
+
+def test_shapley_with_a_budget_ends_once_every_coalition_is_known():
+    """With a budget and no n_permutations, Shapley sampling draws permutations while evaluations remain; with
+    3 segments all 8 coalitions are soon known and no permutation spends any: it stops there (it looped
+    forever) and returns the exact Shapley values of the additive model."""
+    labels = np.repeat(np.arange(3), 4)[None, :].repeat(12, axis=0)
+    f = lambda m: 0.1 + 0.2 * m[0] + 0.3 * m[1] + 0.15 * m[2]
+    exp = unveil.explain(segment_poly_model(labels, f), np.ones((12, 12, 3), np.float32), method="shapley",
+                         target=0, seed=0, budget=60, segmentation=labels, baseline="zero", progress=False)
+    assert exp.n_evals <= 8 and exp.extras["n_permutations"] >= 1
+    np.testing.assert_allclose(exp.weights, [0.2, 0.3, 0.15], atol=1e-6)

@@ -818,3 +818,28 @@ def test_a_float64_torch_module_gets_float64_rows():
     ref = unveil.explain_tabular(net, X[0], background=X, method="kernelshap", progress=False)
     got = unveil.explain_tabular(net.double(), X[0], background=X, method="kernelshap", progress=False)
     np.testing.assert_allclose(got.weights, ref.weights, atol=1e-6)
+
+
+def test_tabular_budget_loops_end_and_small_budgets_are_named_with_fixed_features():
+    """Shapley sampling with a budget over a table whose columns are mostly constant ends (every coalition of
+    the two varying ones is soon known); KernelSHAP with one varying feature still refuses a budget that
+    cannot pay for f(none); a one-element integer tensor is a target."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    bg = rng.normal(size=(30, 12))
+    bg[:, :10] = 1.0
+    x = rng.normal(size=12)
+    x[:10] = 1.0
+    w = np.arange(1.0, 13.0)
+    exp = explain_tabular(lambda r: np.asarray(r) @ w, x, background=bg, method="shapley", budget=200,
+                          progress=False)
+    np.testing.assert_allclose(exp.weights, np.r_[np.zeros(10), w[10:] * (x[10:] - bg[:, 10:].mean(0))],
+                               atol=1e-9)
+    bg3 = rng.normal(size=(100, 3))
+    bg3[:, 1:] = 1.0
+    with pytest.raises(ValueError, match=r"^budget: 10 evaluations leave no room for KernelSHAP \(f\(none\) cost 50"):
+        explain_tabular(lambda r: np.asarray(r) @ [1.0, 2.0, 3.0], np.array([0.5, 1, 1]), background=bg3,
+                        method="kernelshap", baseline="background", budget=10, progress=False)
+    two = explain_tabular(lambda r: np.stack([np.asarray(r)[:, 0], -np.asarray(r)[:, 0]], 1), x, background=bg,
+                          method="kernelshap", target=torch.tensor(1), progress=False)
+    assert two.target == 1

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["check_positive", "check_bool", "check_seed", "option_mapping", "MAX_SEED"]
+__all__ = ["check_positive", "check_bool", "check_seed", "option_mapping", "scalar_target", "MAX_SEED"]
 
 
 def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
@@ -45,6 +45,19 @@ def option_mapping(name: str, value) -> dict:
     if not isinstance(value, Mapping):
         raise ValueError(f"{name}: expected a dict of keyword options (or None), got {value!r}")
     return dict(value)
+
+
+def scalar_target(target):
+    """A one-element integer array or tensor (what ``logits.argmax()`` returns) as an int; anything else is
+    returned as it is (class numbers and names are checked where the classes are known). A one-element float
+    one is a TypeError."""
+    if hasattr(target, "item") and hasattr(target, "dtype") and getattr(target, "ndim", None) is not None:
+        if int(np.prod(getattr(target, "shape", ()))) == 1:
+            value = target.item()
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"target: expected a class number or name, got a {target.dtype} value")
+            return value
+    return target
 
 
 #: Seeds go to numpy and to torch.Generator.manual_seed, which takes at most 64 bits.

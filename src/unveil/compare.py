@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .checks import scalar_target
 from .explanation import Explanation
 from .metrics import DEFAULT_STEP, Deletion, Insertion, MetricResult, check_fraction, random_explanation
 from .models.base import as_model
@@ -179,6 +180,7 @@ def compare(
     if targets is None:
         target_list = [top[0][0]]
     else:
+        targets = scalar_target(targets)
         raw = [targets] if isinstance(targets, (str, int, np.integer)) else targets
         if not isinstance(raw, (list, tuple)) or not raw:
             raise ValueError(f"targets: expected a class, a list of classes or None, got {targets!r}")

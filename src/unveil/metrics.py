@@ -32,7 +32,7 @@ import torch
 
 from .explanation import Explanation
 from .images import resize
-from .models.base import Model, as_model
+from .models.base import Model, as_model, module_lock
 from .checks import MAX_SEED, check_positive, check_seed
 from .perturb import Perturber, make_baseline
 from .segmentation import upsample_labels
@@ -410,13 +410,14 @@ def _in_call_order(model: Model, x: torch.Tensor, layers: list) -> list:
             first.setdefault(name, len(first))
         return hook
 
-    handles = [m.register_forward_pre_hook(seen(n)) for n, m in layers]
-    try:
-        with torch.no_grad():
-            model.probabilities(x.unsqueeze(0), batch_size=1)
-    finally:
-        for h in handles:
-            h.remove()
+    with module_lock(model.fn):  # no other thread's pass runs through these hooks
+        handles = [m.register_forward_pre_hook(seen(n)) for n, m in layers]
+        try:
+            with torch.no_grad():
+                model.forward(x.unsqueeze(0))  # torch's pass, also for a model whose others run on ONNX Runtime
+        finally:
+            for h in handles:
+                h.remove()
     return sorted(layers, key=lambda nm: first.get(nm[0], -1))
 
 

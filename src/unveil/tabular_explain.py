@@ -41,7 +41,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .checks import check_bool, check_positive
+from .checks import check_bool, check_positive, scalar_target
 from .explanation import Explanation
 from .methods.kernelshap import constrained_fit, sample_coalitions, shapley_kernel
 from .methods.lime import SELECTIONS, fit_surrogate, weighted_r2
@@ -335,6 +335,7 @@ def _check_int(value, name: str, low: int, what: str, none_ok: bool = True):
 
 
 def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> int:
+    target = scalar_target(target)
     if target is None:
         return int(np.argmax(scores))
     if isinstance(target, str):
@@ -644,9 +645,9 @@ def kernelshap(ctx: TableContext, *, n_samples: int | None = None, baseline="mea
         return f(full)
 
     remaining = ctx.remaining()
-    if remaining is not None and m > 1 and remaining < 2 * f.cost:
-        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for KernelSHAP (f(none) and one "
-                         f"coalition cost {2 * f.cost})")
+    if remaining is not None and m >= 1 and remaining < (2 if m > 1 else 1) * f.cost:
+        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for KernelSHAP (f(none)"
+                         f"{' and one coalition' if m > 1 else ''} cost {(2 if m > 1 else 1) * f.cost})")
     f_none = float(g(np.zeros((1, m), np.uint8))[0])  # no evaluation when m = 0: it is the row itself
     proper = 2**m - 2  # coalitions besides the empty and the full one
     exact = proper <= total and (remaining is None or (remaining - f.cost) // f.cost >= proper)

@@ -91,8 +91,8 @@ def _weighted_maps(scores: torch.Tensor, seen: list, layer: str | None):
     if not seen:
         raise ValueError(f"gradcam: layer {layer or 'conv'!r} was not called by the forward pass")
     used, a, version = seen[-1]
-    if layer is None and len(seen) > 1:  # the default: the last convolution the score depends on
-        reached = _graph_nodes(scores)
+    if len(seen) > 1:  # the last call (of the default's convolutions, or of a layer called more than once)
+        reached = _graph_nodes(scores)  # whose output the score depends on
         used, a, version = next((e for e in reversed(seen) if getattr(e[1], "grad_fn", None) in reached), seen[-1])
     if not isinstance(a, torch.Tensor) or a.dim() != 4:
         raise ValueError(f"gradcam: layer {used!r} gives {type(a).__name__} "

@@ -238,27 +238,51 @@ NONLINEAR_NODES = frozenset(
         "Relu", "Hardtanh", "LeakyRelu", "Sigmoid", "Tanh", "Silu", "Gelu", "Elu", "Softplus", "Hardswish",
         "Hardsigmoid", "Mish", "Softmax", "LogSoftmax", "Prelu", "RreluWithNoise", "Softshrink", "Hardshrink",
         "Threshold", "Glu", "LogSigmoid", "Celu", "Selu", "Softsign",
-        # nonlinear element-wise steps written with other ops: z.clamp(min=0) as a ReLU, torch.maximum(z, 0),
-        # torch.where(z > 0, z, a * z), abs, exp, log, powers, square roots
-        "Clamp", "ClampMin", "ClampMax", "Maximum", "Minimum", "Where", "Abs", "Exp", "Log", "Pow", "Sqrt",
+        # piecewise-linear activations written with other ops: z.clamp(min=0) as a ReLU, torch.maximum(z, 0),
+        # torch.where(z > 0, z, a * z)
+        "Clamp", "ClampMin", "ClampMax", "Maximum", "Minimum", "Where",
     }
 )
 
 
-def unruled_nonlinearities(output: torch.Tensor) -> list[str]:
-    """Names of the nonlinearity nodes (e.g. ``SigmoidBackward0``) in ``output``'s autograd graph."""
-    found, seen = [], set()
-    stack = [output.grad_fn] if output.grad_fn is not None else []
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
+def _input_nodes(inputs) -> set:
+    """The autograd nodes standing for ``inputs`` (their ``grad_fn``, or a leaf's AccumulateGrad)."""
+    nodes = set()
+    for t in inputs:
+        if t.grad_fn is not None:
+            nodes.add(t.grad_fn)
+        elif t.requires_grad:
+            with torch.enable_grad():
+                nodes.add(t.view_as(t).grad_fn.next_functions[0][0])  # the leaf's AccumulateGrad
+    return nodes
+
+
+def unruled_nonlinearities(output: torch.Tensor, inputs=(), accepted: frozenset | set = frozenset()) -> list[str]:
+    """Names of the nonlinearity nodes (e.g. ``SigmoidBackward0``) in ``output``'s autograd graph, leaving out
+    the ``accepted`` nodes and, when ``inputs`` are given, the nodes on branches that do not depend on them
+    (a learned temperature ``scale.exp()``: a function of parameters only)."""
+    if output.grad_fn is None:
+        return []
+    targets = _input_nodes(inputs)
+    depends: dict = {}  # node -> whether an input lies below it (all True when no inputs are given)
+    stack = [(output.grad_fn, False)]
+    while stack:  # iterative post-order: a node is decided once its children are
+        node, expanded = stack.pop()
+        if node is None or (node in depends and not expanded):
             continue
-        seen.add(node)
+        children = [fn for fn, _ in node.next_functions if fn is not None]
+        if not expanded:
+            depends[node] = False  # in progress (autograd graphs have no cycles)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if c not in depends)
+        else:
+            depends[node] = not targets or node in targets or any(depends.get(c, False) for c in children)
+    found = []
+    for node, dep in depends.items():
         name = type(node).__name__
-        base = name.split("Backward")[0]
-        if "Backward" in name and base in NONLINEAR_NODES and name not in found:
+        if dep and node not in accepted and "Backward" in name and name.split("Backward")[0] in NONLINEAR_NODES \
+                and name not in found:
             found.append(name)
-        stack.extend(fn for fn, _ in node.next_functions)
     return found
 
 
@@ -302,6 +326,7 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
         self._recording = False
         self._refs: list | None = None
         self._call = 0
+        self._accepted: set = set()  # autograd nodes inside units ruled by Gradient()
         self.n_units = 0
 
     def rule_for(self, m: torch.nn.Module) -> Rule | None:
@@ -367,7 +392,8 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
                         raise RuntimeError(f"{self.method_name}: reference activations do not match the input's")
                 with torch.no_grad():
                     m = rule.multiplier(module, z.detach(), y.detach(), z0, y0)
-                if m is None:
+                if m is None:  # the ordinary gradient, accepted as it is: its nodes are no unruled nonlinearity
+                    self._accept(y, z)
                     return None
                 return _Multiply.apply(z, y.detach(), m)  # cut y's own graph
             finally:
@@ -378,6 +404,18 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
     def _root_pre(self, module, args):
         self._call = 0
         self._stack.clear()
+        self._accepted.clear()
+
+    def _accept(self, y: torch.Tensor, z: torch.Tensor) -> None:
+        """Mark the autograd nodes between the unit's output ``y`` and its input ``z`` as accepted."""
+        stop = _input_nodes([z]) if z.requires_grad else set()
+        stack = [y.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in stop or node in self._accepted:
+                continue
+            self._accepted.add(node)
+            stack.extend(fn for fn, _ in node.next_functions)
 
     def __enter__(self):
         matched = self._matched()
@@ -409,10 +447,11 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
             self._lock.release()
         return False
 
-    def check(self, output: torch.Tensor) -> None:
+    def check(self, output: torch.Tensor, inputs=()) -> None:
         """Raise :class:`UnsupportedNonlinearity` if ``output`` (of a forward pass in this block) still depends
-        on a nonlinearity through its ordinary gradient, i.e. one that no rule replaced."""
-        found = unruled_nonlinearities(output)
+        on a nonlinearity through its ordinary gradient, i.e. one that no rule replaced (only nonlinearities
+        on the way from ``inputs``, when given, count; those inside units ruled by :class:`Gradient` do not)."""
+        found = unruled_nonlinearities(output, inputs, self._accepted)
         if found:
             raise UnsupportedNonlinearity(
                 f"{self.method_name}: the model applies a nonlinearity that no rule covers "
@@ -461,14 +500,14 @@ def modified_gradients(
                 with torch.enable_grad():
                     raw = model.forward(xb)
                 if s == 0:
-                    state["rule"].check(raw)
+                    state["rule"].check(raw, [xb])
                 sc, g = backward_scores(model, xb, raw, target, output)  # softmax ("probability"): ordinary gradient
                 scores.append(sc)
                 grads.append(g)
         sc, g = torch.cat(scores), torch.cat(grads)
     else:
         leaf, raw, state = kept
-        state["rule"].check(raw)
+        state["rule"].check(raw, [leaf])
         sc, g = backward_scores(model, leaf, raw, target, output)
     ref = state["reference"]
     s_base = None if ref is None else float(target_scores(model, ref, target, output)[0])

@@ -51,7 +51,9 @@ def budget_chunks(ctx: Context, total: int | None, unit_cost: int, first_cost: i
 
     Each chunk is sized so that its worst case (``unit_cost`` new evaluations per unit, plus ``first_cost``
     for the first chunk) fits ``ctx.remaining()`` at that moment; evaluations saved by repeated masks are
-    spent on the next chunks. ``total`` None means: as many as the budget allows (a budget is then needed).
+    spent on the next chunks. ``total`` None means: as many as the budget allows (a budget is then needed),
+    and ends early once a chunk spends no evaluation (every coalition it met was known: with few features
+    all of them soon are, and the budget would never run down).
     """
     done, extra = 0, first_cost
     while total is None or done < total:
@@ -65,6 +67,8 @@ def budget_chunks(ctx: Context, total: int | None, unit_cost: int, first_cost: i
         yield size
         done += size
         extra = 0
+        if total is None and ctx.remaining() == remaining:
+            return
 
 
 # ----------------------------------------------------------------------------- the method

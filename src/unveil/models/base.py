@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..checks import scalar_target
 from ..images import check_alpha, load_image, resize
 
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes"]
@@ -68,6 +69,12 @@ def class_scores(out, name: str):
     if logits is not None and not isinstance(out, (torch.Tensor, np.ndarray)):
         return logits
     return out
+
+
+#: phrases of torch's errors for an input whose spatial size the layers cannot take (a Linear after Flatten,
+#: a reshape to a fixed size, an addition of two maps of different sizes)
+SIZE_ERRORS = ("cannot be multiplied", "is invalid for input of size", "must match the size", "Expected size",
+               "size of tensor")
 
 
 def _depends_on(out: torch.Tensor, x: torch.Tensor) -> bool:
@@ -230,7 +237,8 @@ class Model:
     def dtype(self) -> torch.dtype | None:
         """The floating dtype a torch module computes in (its first floating parameter's or buffer's), None for
         callables and modules without one. Inputs are composed in float32 and cast to it for the module;
-        outputs are read back as float32 (a ``.double()`` or ``.half()`` module works as it is)."""
+        outputs are read back as float32 (a ``.double()`` or ``.half()`` module works as it is on torch; ONNX
+        Runtime's CPU kernels lack float64 convolutions)."""
         if self.is_torch:
             for t in itertools.chain(self.fn.parameters(), self.fn.buffers()):
                 if t.is_floating_point():
@@ -313,12 +321,7 @@ class Model:
         """Turn a class number or name (an int, a numpy integer, or a one-element integer tensor or array such
         as ``logits.argmax()``) into a checked class number."""
         n = num_classes if num_classes is not None else self.num_classes
-        if isinstance(target, torch.Tensor) and target.numel() == 1:
-            target = target.detach().cpu().numpy().reshape(())
-        if isinstance(target, np.ndarray) and target.size == 1:
-            if not np.issubdtype(target.dtype, np.integer):
-                raise TypeError(f"target: expected a class number or name, got a {target.dtype} value")
-            target = int(target.reshape(()))
+        target = scalar_target(target)
         if isinstance(target, str):
             if target.strip().lstrip("-").isdigit():
                 target = int(target)
@@ -405,8 +408,8 @@ class Model:
             try:
                 out = class_scores(self.fn(z), self.name)
             except RuntimeError as err:
-                if self.input_size is not None or not any(w in str(err) for w in ("shape", "size")):
-                    raise  # not a shape mismatch, or not one our choice of size caused
+                if self.input_size is not None or not any(w in str(err) for w in SIZE_ERRORS):
+                    raise  # not a spatial-size mismatch, or not one our choice of size caused
                 raise RuntimeError(  # the image's own size reached the module: say how to fix it
                     f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); it sees each image "
                     "at the image's own size: a model made for one size needs unveil.Model(module, "
@@ -529,7 +532,7 @@ class Model:
         logits they would be squashed a second time: scores shrink toward 1/classes (a sigmoid's one column
         always gives class 1)."""
         with torch.no_grad():
-            o = out.detach().float()
+            o = out.detach().float().cpu()
             rows_sum_to_1 = o.shape[1] > 1 and bool((o >= 0).all()) and bool(
                 torch.allclose(o.sum(dim=1), torch.ones(o.shape[0]), atol=1e-4))
         leaves = [m for m in self.fn.modules() if not list(m.children())] if self.is_torch else []

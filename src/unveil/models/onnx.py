@@ -293,13 +293,16 @@ def _export(model: Model, path: Path, opset: int = 17) -> None:
 
     from .base import class_scores, module_lock
 
-    class Scores(torch.nn.Module):  # the module's scores however it returns them (a mapping, a tuple, ...)
-        def __init__(self, fn):
+    dtype = model.dtype or torch.float32
+
+    class Scores(torch.nn.Module):  # the module's scores however it returns them (a mapping, a tuple, ...),
+        def __init__(self, fn):  # float32 in and out whatever dtype the module computes in
             super().__init__()
             self.fn = fn
 
         def forward(self, x):
-            return class_scores(self.fn(x), model.name)
+            out = class_scores(self.fn(x.to(dtype)), model.name)
+            return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
 
     c = model.channels or 3
     example = torch.rand(2, c, *model.input_size, device=model.device)
