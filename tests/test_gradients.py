@@ -753,7 +753,8 @@ def test_completeness_error_by_hand():
     from unveil.methods.gradients import completeness_error
     assert completeness_error(2.5, 5.0, 2.0) == pytest.approx(0.5 / 3.0)
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), torch.nn.Tanh(),
+                              torch.nn.Linear(16, 3))
     model = unveil.Model(net, input_size=(8, 8))
     img = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
     exp = unveil.explain(model, img, method="integrated_gradients", target=1, n_steps=1, integration="riemann_left",

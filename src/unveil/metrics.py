@@ -35,7 +35,7 @@ from .images import resize
 from .models.base import Model, as_model, module_lock
 from .checks import MAX_SEED, check_positive, check_seed
 from .perturb import Perturber, make_baseline
-from .segmentation import upsample_labels
+from .segmentation import resize_labels
 
 __all__ = [
     "MetricResult",
@@ -362,7 +362,7 @@ class Deletion(_Causal):
             if isinstance(kind, str) and kind == "segment_mean":
                 if explanation.segments is None:
                     raise ValueError("baseline 'segment_mean' needs the explanation's segments")
-                labels = upsample_labels(np.asarray(explanation.segments), tuple(x.shape[1:]))
+                labels = resize_labels(np.asarray(explanation.segments), tuple(x.shape[1:]))  # every segment kept
                 return make_baseline(x, kind, labels=labels), name
             return make_baseline(x, kind), name
         except (ValueError, TypeError):
@@ -534,7 +534,8 @@ class Stability:
     """Agreement of the method with itself under ``k`` seeds (higher is better).
 
     Re-runs the explanation's method with seeds ``seed, seed+1, ..., seed+k-1`` (the explanation itself is the
-    first; past the largest seed they continue from 0); score: mean pairwise Spearman correlation; ``details['top_iou']``: mean pairwise IoU of the top
+    first; past the largest seed they continue from 0); score: mean pairwise Spearman correlation;
+    ``details['top_iou']``: mean pairwise IoU of the top
     ``top_fraction`` of pixels. Curve: the pairwise correlations.
     """
 
