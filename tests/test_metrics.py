@@ -367,10 +367,13 @@ def test_metrics_refuse_a_mismatched_image_target_or_map_and_bad_settings():
     nan_map = dataclasses.replace(exp, map=np.full_like(exp.map, np.nan))
     with pytest.raises(ValueError, match="NaN or infinite"):
         metrics.pointing_game(nan_map, (0, 0, 5, 5))
-    for bad in (lambda: metrics.Deletion(batch_size=0), lambda: metrics.Deletion(batch_size="x"),
-                lambda: metrics.Insertion(blur_sigma=float("nan")), lambda: metrics.Insertion(blur_sigma=-1),
-                lambda: metrics.Stability(top_fraction="x"), lambda: metrics.PointingGame(tolerance=float("nan"))):
-        with pytest.raises(ValueError, match="batch_size|blur_sigma|top_fraction|tolerance"):
+    for name, bad in (("batch_size", lambda: metrics.Deletion(batch_size=0)),
+                      ("batch_size", lambda: metrics.Deletion(batch_size="x")),
+                      ("blur_sigma", lambda: metrics.Insertion(blur_sigma=float("nan"))),
+                      ("blur_sigma", lambda: metrics.Insertion(blur_sigma=-1)),
+                      ("top_fraction", lambda: metrics.Stability(top_fraction="x")),
+                      ("tolerance", lambda: metrics.PointingGame(tolerance=float("nan")))):
+        with pytest.raises(ValueError, match=f"^{name}: "):  # each names its own setting
             bad()
 
 
