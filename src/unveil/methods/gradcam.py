@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..models.base import module_lock
+from ..models.base import autograd_nodes, module_lock
 from .gradients import Attributor, _require_torch, check_output, register_attributor, run_attributor, target_scores
 from .registry import Context, MethodResult, register
 
@@ -74,17 +74,6 @@ def captured_outputs(net: torch.nn.Module, layer: str | None, copy: bool = False
                 h.remove()
 
 
-def _graph_nodes(t: torch.Tensor) -> set:
-    """Every autograd node ``t`` was computed through."""
-    found, stack = set(), [t.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is not None and node not in found:
-            found.add(node)
-            stack.extend(fn for fn, _ in node.next_functions)
-    return found
-
-
 def _weighted_maps(scores: torch.Tensor, seen: list, layer: str | None):
     """(maps after ReLU, before ReLU, layer name) from the target ``scores`` of a pass that recorded the
     layer's outputs in ``seen`` (the last one counts)."""
@@ -92,7 +81,7 @@ def _weighted_maps(scores: torch.Tensor, seen: list, layer: str | None):
         raise ValueError(f"gradcam: layer {layer or 'conv'!r} was not called by the forward pass")
     used, a, version = seen[-1]
     if len(seen) > 1:  # the last call (of the default's convolutions, or of a layer called more than once)
-        reached = _graph_nodes(scores)  # whose output the score depends on
+        reached = autograd_nodes(scores)  # whose output the score depends on
         used, a, version = next((e for e in reversed(seen) if getattr(e[1], "grad_fn", None) in reached), seen[-1])
     if not isinstance(a, torch.Tensor) or a.dim() != 4:
         raise ValueError(f"gradcam: layer {used!r} gives {type(a).__name__} "

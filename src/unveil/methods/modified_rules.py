@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..models.base import module_lock
+from ..models.base import autograd_nodes, module_lock, stands_for
 from ..perturb import make_baseline
 from .gradients import (
     Attributor,
@@ -245,25 +245,13 @@ NONLINEAR_NODES = frozenset(
 )
 
 
-def _input_nodes(inputs) -> set:
-    """The autograd nodes standing for ``inputs`` (their ``grad_fn``, or a leaf's AccumulateGrad)."""
-    nodes = set()
-    for t in inputs:
-        if t.grad_fn is not None:
-            nodes.add(t.grad_fn)
-        elif t.requires_grad:
-            with torch.enable_grad():
-                nodes.add(t.view_as(t).grad_fn.next_functions[0][0])  # the leaf's AccumulateGrad
-    return nodes
-
-
 def unruled_nonlinearities(output: torch.Tensor, inputs=(), accepted: frozenset | set = frozenset()) -> list[str]:
     """Names of the nonlinearity nodes (e.g. ``SigmoidBackward0``) in ``output``'s autograd graph, leaving out
     the ``accepted`` nodes and, when ``inputs`` are given, the nodes on branches that do not depend on them
     (a learned temperature ``scale.exp()``: a function of parameters only)."""
     if output.grad_fn is None:
         return []
-    targets = _input_nodes(inputs)
+    inputs = list(inputs)
     depends: dict = {}  # node -> whether an input lies below it (all True when no inputs are given)
     stack = [(output.grad_fn, False)]
     while stack:  # iterative post-order: a node is decided once its children are
@@ -276,7 +264,8 @@ def unruled_nonlinearities(output: torch.Tensor, inputs=(), accepted: frozenset 
             stack.append((node, True))
             stack.extend((c, False) for c in children if c not in depends)
         else:
-            depends[node] = not targets or node in targets or any(depends.get(c, False) for c in children)
+            depends[node] = (not inputs or any(stands_for(node, t) for t in inputs)
+                             or any(depends.get(c, False) for c in children))
     found = []
     for node, dep in depends.items():
         name = type(node).__name__
@@ -408,14 +397,7 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
 
     def _accept(self, y: torch.Tensor, z: torch.Tensor) -> None:
         """Mark the autograd nodes between the unit's output ``y`` and its input ``z`` as accepted."""
-        stop = _input_nodes([z]) if z.requires_grad else set()
-        stack = [y.grad_fn]
-        while stack:
-            node = stack.pop()
-            if node is None or node in stop or node in self._accepted:
-                continue
-            self._accepted.add(node)
-            stack.extend(fn for fn, _ in node.next_functions)
+        self._accepted |= autograd_nodes(y, stop=lambda node: stands_for(node, z))
 
     def __enter__(self):
         matched = self._matched()

@@ -77,22 +77,28 @@ SIZE_ERRORS = ("cannot be multiplied", "is invalid for input of size", "must mat
                "size of tensor")
 
 
+def stands_for(node, t: torch.Tensor) -> bool:
+    """Whether autograd ``node`` is tensor ``t``'s: its ``grad_fn``, or for a leaf its AccumulateGrad."""
+    return node is t.grad_fn if t.grad_fn is not None else getattr(node, "variable", None) is t
+
+
+def autograd_nodes(t: torch.Tensor, stop: Callable[[object], bool] | None = None) -> set:
+    """The autograd nodes ``t`` was computed through, not walking past (nor including) nodes for which
+    ``stop(node)`` holds."""
+    found, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in found or (stop is not None and stop(node)):
+            continue
+        found.add(node)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
+
+
 def _depends_on(out: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether autograd can reach ``x`` (a leaf or not) from ``out``: False for outputs computed from ``x``
     under ``torch.no_grad()`` or through ``.detach()``, even when later layers' parameters give them a graph."""
-    if not out.requires_grad or out.grad_fn is None:
-        return False
-    target = x.grad_fn
-    seen, stack = set(), [out.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        if node is target or (target is None and getattr(node, "variable", None) is x):
-            return True
-        seen.add(node)
-        stack.extend(fn for fn, _ in node.next_functions)
-    return False
+    return out.requires_grad and any(stands_for(node, x) for node in autograd_nodes(out))
 
 
 class Model:
@@ -593,12 +599,13 @@ class Model:
         if not torch.isfinite(probs).all():
             raise ValueError(f"model {self.name!r} returned NaN or infinite scores")
         if self.labels is not None and probs.dim() == 2 and probs.shape[1] != len(self.labels):
-            one_logit = self.outputs == "logits" and probs.shape[1] == 2 and len(self.labels) == 1
+            hint = ""
+            if self.outputs == "logits" and probs.shape[1] == 2 and len(self.labels) == 1:
+                positive = self.labels[0]
+                hint = (f"; a one-logit model is read as two classes, negative and positive: pass two labels, "
+                        f"e.g. labels=['not {positive}', '{positive}']")
             raise ValueError(f"model {self.name!r} returned {probs.shape[1]} class scores but has "
-                             f"{len(self.labels)} labels; pass one label per class (or labels=None)"
-                             + ("; a one-logit model is read as two classes, negative and positive: pass two "
-                                "labels, e.g. labels=['not " + str(self.labels[0]) + "', '" + str(self.labels[0])
-                                + "']" if one_logit else ""))
+                             f"{len(self.labels)} labels; pass one label per class (or labels=None){hint}")
         return probs
 
     def predict(self, image, k: int = 5) -> list[tuple[int, str, float]]:
