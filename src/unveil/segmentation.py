@@ -20,9 +20,8 @@ SEGMENTATIONS = ("slic", "quickshift", "felzenszwalb", "grid")
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
-    """Map arbitrary integer labels to consecutive 0..K-1 (order of first value kept sorted)."""
-    _, inv = np.unique(labels, return_inverse=True)
-    return inv.reshape(labels.shape).astype(np.int64)
+    """Map arbitrary integer labels to consecutive 0..K-1 in the order of their values (int64)."""
+    return _relabel_with_values(labels)[0].astype(np.int64)
 
 
 class LabelMap(np.ndarray):
