@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -436,3 +437,31 @@ def test_max_live_instances_value():
     from unveil.streak import max_live_instances
     assert max_live_instances(5, 0.7) == pytest.approx(2 - math.log(9 * 125) / math.log(0.3))
     assert max_live_instances(1, 0.5) == pytest.approx(2 + math.log(9) / math.log(2))
+
+
+def test_a_budget_sees_the_same_elements_with_any_lookahead():
+    """Under a budget, lookahead would spend calls on queries that are asked again; it is 1 there, so the
+    elements seen and the set are lookahead 1's."""
+    w = modular([2.0, 9.0, 2.0, 6.0, 7.0, 3.0])
+    assert streak(w, range(6), 2, 0.5, budget=4, lookahead=3) == streak(w, range(6), 2, 0.5, budget=4)
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        f = random_coverage(rng, 25)
+        budget = int(rng.integers(3, 60))
+        one = streak(f, range(25), 4, 0.5, budget=budget)
+        for lookahead in (2, 5):
+            assert streak(f, range(25), 4, 0.5, budget=budget, lookahead=lookahead) == one
+
+
+def test_too_small_eps_and_extreme_gains_are_named():
+    f = modular([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"^eps: 1e-09 with k = 5 would keep up to 7.03e\+09 threshold instances"
+                                         r".* the most allowed is 100000, which needs eps >= 7e-05"):
+        streak(f, range(3), 5, 1e-9)
+    assert max_live_instances(5, 7.1e-5) < 100_000 < max_live_instances(5, 6.9e-5)
+    for big in (1e308, 5e-324):
+        with pytest.raises(ValueError, match=rf"^streak: a singleton gain of {re.escape(repr(big))} puts the thresholds .* outside "
+                                             "the range of floats; rescale the set function"):
+            streak(modular([big, 0.0]), range(2), 3)
+    tiny = streak(modular([1e-300, 3e-300]), range(2), 1)  # small but representable: as any scale
+    assert tiny.selected == (1,)

@@ -62,6 +62,8 @@ def test_libsvm_round_trip_against_sklearn(tmp_path):
         ("1 2:1 2:3\n", "appears twice"),
         ("1 1:1\n2 1:1\n3 1:1\n", "3 distinct labels"),
         ("1 1:nan\n", "non-finite"),
+        ("1 1:1e40 2:1e-50\n0 2:1\n", r"line 1: feature 1 is 1e40, beyond float32's range"),
+        ("1 1:1\n0 2:-3.5e38\n", r"line 2: feature 2 is -3.5e38, beyond float32's range"),
         ("1 1:1\nnan 1:2\n0 1:3\n", "line 2: the label 'nan' is not a finite number"),
         ("1 1:1\n-inf 1:2\n", "line 2: the label '-inf' is not a finite number"),
         ("1 1:1\n1 2:1\n", "every label is 1, one class; a binary problem needs two"),

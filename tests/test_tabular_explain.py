@@ -9,6 +9,7 @@ import json
 import math
 import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +284,19 @@ def test_save_load_round_trip_and_plot(linear, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     top = max(fig.axes[0].get_yticklabels(), key=lambda t: t.get_position()[1]).get_text()
     assert top == f"{names[int(np.argmax(np.abs(exp.weights)))]} = {x[int(np.argmax(np.abs(exp.weights)))]:.4g}"
+
+
+def test_top_mask_of_a_table_is_one_bool_per_feature(linear):
+    model, W, x, bg = linear
+    exp = explain_tabular(model, x, background=bg, method="kernelshap", target=1, progress=False)
+    top = np.argsort(-exp.weights, kind="stable")[:3]
+    mask = exp.top_mask(3)
+    assert mask.shape == (F,) and mask.dtype == bool and mask.sum() == 3
+    assert set(np.flatnonzero(mask)) == set(top)
+    assert not exp.top_mask(0).any() and exp.top_mask(F).all()
+    sel = explain_tabular(model, x, background=bg, method="streak", k=2, target=1, progress=False)
+    assert len(sel.extras["selected"]) == 2
+    assert set(np.flatnonzero(sel.top_mask(2))) == set(sel.extras["selected"])
 
 
 def test_estimators_and_torch_modules_are_accepted():
@@ -837,9 +851,67 @@ def test_tabular_budget_loops_end_and_small_budgets_are_named_with_fixed_feature
                                atol=1e-9)
     bg3 = rng.normal(size=(100, 3))
     bg3[:, 1:] = 1.0
-    with pytest.raises(ValueError, match=r"^budget: 10 evaluations leave no room for KernelSHAP \(f\(none\) cost 50"):
+    with pytest.raises(ValueError, match=r"^budget: 10 evaluations leave no room for KernelSHAP \(it needs at "
+                                         r"least 51: the row, f\(none\)\)"):
         explain_tabular(lambda r: np.asarray(r) @ [1.0, 2.0, 3.0], np.array([0.5, 1, 1]), background=bg3,
                         method="kernelshap", baseline="background", budget=10, progress=False)
     two = explain_tabular(lambda r: np.stack([np.asarray(r)[:, 0], -np.asarray(r)[:, 0]], 1), x, background=bg,
                           method="kernelshap", target=torch.tensor(1), progress=False)
     assert two.target == 1
+
+
+def test_small_budgets_name_the_least_budget_that_works():
+    """Each method's refusal names the smallest budget it accepts (the explained row counted), and that budget
+    is then accepted."""
+    rng = np.random.default_rng(1)
+    bg, x = rng.normal(size=(20, 6)), rng.normal(size=6)
+    model = lambda r: np.asarray(r) @ np.arange(1.0, 7.0)  # noqa: E731
+    cases = [("shapley", {}, 7), ("kernelshap", {}, 3), ("streak", {"baseline": "background", "n_background": 3}, 7)]
+    for method, opts, least in cases:
+        with pytest.raises(ValueError, match=rf"^budget: {least - 1} evaluations leave no room .*it needs at least "
+                                             rf"{least}\b"):
+            explain_tabular(model, x, background=bg, method=method, budget=least - 1, progress=False, **opts)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # STREAK may keep nothing with so few evaluations
+            exp = explain_tabular(model, x, background=bg, method=method, budget=least, progress=False, **opts)
+        assert exp.n_evals <= least
+
+
+def test_streak_says_so_when_it_keeps_no_feature():
+    bg = np.random.default_rng(0).normal(size=(20, 3))
+    x = bg.mean(0) - 1  # every feature lowers the score: no gain is positive
+    model = lambda r: np.asarray(r) @ [1.0, 2.0, 3.0]  # noqa: E731
+    with pytest.warns(UserWarning, match=r"^streak: no feature raised the target's score .* every weight is 0"):
+        exp = explain_tabular(model, x, background=bg, method="streak", progress=False)
+    assert exp.extras["selected"] == [] and not exp.weights.any()
+    np.testing.assert_allclose(exp.extras["singleton_gains"], [-1.0, -2.0, -3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a kept feature: no warning
+        explain_tabular(model, bg.mean(0) + 1, background=bg, method="streak", progress=False)
+
+
+def test_categorical_features_by_a_frames_number_labels():
+    pd = pytest.importorskip("pandas")
+    bg = _categorical_table(40)
+    got = []
+
+    def model(rows):  # reached as a frame with the background's own labels (numbers stay numbers)
+        got.append(list(rows.columns))
+        return Recorder()(rows.to_numpy())
+
+    frame = pd.DataFrame(bg, columns=[10, 20, 30, 40])
+    exp = explain_tabular(model, frame.iloc[0], background=frame, method="kernelshap", categorical_features=[20],
+                          progress=False)
+    assert exp.params["categorical_features"] == [1] and exp.feature_names == ["10", "20", "30", "40"]
+    assert got and all(labels == [10, 20, 30, 40] for labels in got)
+    same = explain_tabular(model, frame.iloc[0], background=frame, method="kernelshap",
+                           categorical_features=[1, "40"], progress=False)  # a position and a label as text
+    assert same.params["categorical_features"] == [1, 3]
+    shuffled = pd.DataFrame(bg, columns=[2, 0, 1, 3])
+    with pytest.raises(ValueError, match=r"^categorical_features: 0 is ambiguous: column 0 by position is '2', "
+                                         r"but the DataFrame also has a column labelled 0 \(position 1\)"):
+        explain_tabular(model, shuffled.iloc[0], background=shuffled, categorical_features=[0], progress=False)
+    plain = pd.DataFrame(bg)  # labels 0..3 are the positions
+    exp = explain_tabular(model, plain.iloc[0], background=plain, method="kernelshap", categorical_features=[3],
+                          progress=False)
+    assert exp.params["categorical_features"] == [3]

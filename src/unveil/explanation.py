@@ -161,13 +161,19 @@ class Explanation:
         return order[: max(0, int(k))]
 
     def top_mask(self, k: int | None = None, *, fraction: float | None = None) -> np.ndarray:
-        """H x W bool mask of the ``k`` most important segments, or of the top ``fraction`` of pixels."""
+        """H x W bool mask of the ``k`` most important segments, or of the top ``fraction`` of pixels (for a
+        table's explanation: a bool per feature, True for the ``k`` top features or the top ``fraction``)."""
         if (k is None) == (fraction is None):
             raise ValueError("top_mask: pass exactly one of k (segments) or fraction (of pixels)")
         if k is not None:
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
                 raise ValueError(f"top_mask: k must be a non-negative int, got {k!r}")
-            return np.isin(self.segments, self.top_features(int(k)))
+            top = self.top_features(int(k))
+            if self.segments is None:  # a table's explanation: one weight per feature, the map is the weights
+                mask = np.zeros(self.map.size, dtype=bool)
+                mask[top] = True
+                return mask.reshape(self.map.shape)
+            return np.isin(self.segments, top)
         if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.integer, np.floating)) \
                 or not 0.0 <= fraction <= 1.0:
             raise ValueError(f"top_mask: fraction must lie in [0, 1], got {fraction!r}")

@@ -32,6 +32,10 @@ __all__ = [
     "max_live_instances",
 ]
 
+#: The most STREAK instances (thresholds) :func:`streak` accepts: ``eps`` must be large enough for
+#: ``max_live_instances(k, eps)`` to stay under it (a smaller eps only spends memory and oracle calls).
+MAX_INSTANCES = 100_000
+
 #: A batched set function: a list of sets (tuples of elements) -> one value per set.
 SetFunction = Callable[[list], Sequence[float]]
 
@@ -44,7 +48,8 @@ class SelectionResult:
     chosen (they sum to ``value``). ``value``: f(selected) - f(empty set). ``empty_value``: f(empty set).
     ``oracle_calls``: sets evaluated. ``n_seen``: stream elements processed (fewer than the stream when a budget
     stopped it, then ``stopped`` is True). ``history``: live STREAK instances after each element (empty for
-    the baselines). ``calls_per_element``: sets evaluated for each element (STREAK) or round (greedy).
+    the baselines). ``calls_per_element``: sets evaluated in each oracle call: one per element (STREAK with
+    ``lookahead`` 1), per window of elements plus re-asked queries (``lookahead`` > 1), or per round (greedy).
     ``threshold``: the winning instance's tau (None for a singleton, greedy or random). ``method``: its name.
     ``singletons``: STREAK's (element, f({element}) - f(empty)) for every element seen, in arrival order (it
     evaluates every singleton anyway, to track the largest).
@@ -229,8 +234,12 @@ def threshold_greedy(
 # ----------------------------------------------------------------------------- STREAK
 def _threshold_range(m: float, k: int, eps: float) -> tuple[int, int]:
     """Exponents i (tau = (1 - eps)^i) with (1 - eps) m / (9 k^2) <= tau <= m k; empty when lo > hi."""
-    q = 1.0 - eps
-    hi, lo = m * k, q * m / (9.0 * k * k)
+    q, m = 1.0 - eps, float(m)
+    with np.errstate(over="ignore", under="ignore"):
+        hi, lo = m * k, q * m / (9.0 * k * k)
+    if not (math.isfinite(hi / q) and lo > 0.0):
+        raise ValueError(f"streak: a singleton gain of {m!r} puts the thresholds [{lo!r}, {hi!r}] outside the "
+                         "range of floats; rescale the set function (e.g. to probabilities or log-likelihoods)")
     lq = math.log(q)
     i_min = math.ceil(math.log(hi) / lq)
     while q**i_min > hi:  # guard the float rounding of the logarithms with the exact comparisons
@@ -261,14 +270,23 @@ def streak(
     ``f``: batched oracle ``f(list of tuples) -> values`` (``batched=False``: ``f(tuple) -> value``), meant
     monotone and normalized; gains are taken relative to f(empty set), which is evaluated once unless
     ``empty_value`` gives it. ``eps`` in (0, 1): threshold spacing (smaller = more instances, better value,
-    more oracle calls). ``budget``: the most oracle calls (sets evaluated); the stream stops before an element
-    whose batch would exceed it. Returns the best set among the instances (also those dropped on the way) or the
+    more oracle calls; at most :data:`MAX_INSTANCES` instances, so eps >= ~2e-4 for k = 5). ``budget``: the
+    most oracle calls (sets evaluated); the stream stops before an element whose batch would exceed it.
+    ``lookahead``: elements whose queries go in one oracle call (under the instances' sets before the window;
+    a query a decision inside the window changed is asked again): the same decisions in fewer, larger calls,
+    for some more sets. Under a ``budget`` it is 1, so that no budget goes to sets that are asked again. Returns the best set among the instances (also those dropped on the way) or the
     best singleton, whichever is larger. Deterministic: the result depends only on ``f`` and the order.
     """
     k, eps = _check_k(k), _check_eps(eps)
+    bound = max_live_instances(k, eps)
+    if bound > MAX_INSTANCES:
+        least = 1.0 - math.exp(-math.log(9.0 * k**3) / (MAX_INSTANCES - 2))
+        raise ValueError(f"eps: {eps!r} with k = {k} would keep up to {bound:.3g} threshold instances "
+                         f"(2 - ln(9 k^3) / ln(1 - eps)); the most allowed is {MAX_INSTANCES}, which needs "
+                         f"eps >= {least:.2g}")
     if isinstance(lookahead, (bool, np.bool_)) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
         raise ValueError(f"lookahead: expected a positive int (elements per oracle call), got {lookahead!r}")
-    lookahead = int(lookahead)
+    lookahead = int(lookahead) if budget is None else 1  # under a budget, speculative sets would spend it
     items = _elements(stream)
     oracle = _Oracle(f, batched, budget)
     f0 = _empty(oracle, empty_value)

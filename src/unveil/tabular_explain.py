@@ -202,7 +202,7 @@ def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, s
 
 # ----------------------------------------------------------------------------- inputs
 def _frame_info(obj, name: str):
-    """(values, column names, DataFrame type) of a pandas DataFrame/Series, else (obj, None, None). A column
+    """(values, column labels as they are, DataFrame type) of a pandas DataFrame/Series, else (obj, None, None). A column
     (a Series: an entry) that is not numbers is a TypeError naming it and ``name``."""
     if hasattr(obj, "to_numpy") and hasattr(obj, "columns"):
         labels, frame_type = list(obj.columns), type(obj)
@@ -221,7 +221,7 @@ def _frame_info(obj, name: str):
                 bad.append(str(label))
         raise TypeError(f"{name}: column(s) {bad or labels} are not numbers; every feature must be numeric "
                         f"(encode categories as numbers first)") from None
-    return values, [str(c) for c in labels], frame_type
+    return values, labels, frame_type
 
 
 def _match_names(x: np.ndarray, x_names: list[str], bg_names: list[str]) -> np.ndarray:
@@ -258,8 +258,10 @@ def _as_numbers(value, name: str) -> np.ndarray:
 
 
 def _check_inputs(x, background, feature_names):
-    background, bg_names, frame_type = _frame_info(background, "background")
-    x, x_names, _ = _frame_info(x, "x")
+    background, bg_labels, frame_type = _frame_info(background, "background")
+    x, x_labels, _ = _frame_info(x, "x")
+    bg_names = None if bg_labels is None else [str(c) for c in bg_labels]
+    x_names = None if x_labels is None else [str(c) for c in x_labels]
     x = _as_numbers(x, "x")
     if x.ndim == 2 and x.shape[0] == 1:
         x = x[0]
@@ -282,13 +284,15 @@ def _check_inputs(x, background, feature_names):
         names = [f"x{i}" for i in range(n)]
     if isinstance(names, str) or len(list(names)) != n:
         raise ValueError(f"feature_names: expected {n} names (one per column), got {names!r}")
-    frame = (frame_type, bg_names) if frame_type is not None else None
+    frame = (frame_type, bg_labels) if frame_type is not None else None  # the model gets the labels as they are
     return x, background, [str(s) for s in names], frame
 
 
 def _check_categorical(value, feature_names: list[str], columns: list[str] | None) -> list[int]:
     """The sorted column indices named by ``categorical_features`` (indices 0..F-1 or names, from
-    ``feature_names`` or the DataFrame's columns; one name or index alone is taken as a list of one)."""
+    ``feature_names`` or the DataFrame's columns; one name or index alone is taken as a list of one). A
+    DataFrame's number labels are matched too: an int that is a label but no position is that label's column;
+    an int that is a label at another position is an error (ambiguous)."""
     if value is None:
         return []
     n = len(feature_names)
@@ -298,14 +302,23 @@ def _check_categorical(value, feature_names: list[str], columns: list[str] | Non
     except TypeError:
         raise TypeError(f"categorical_features: expected a list of column indices or names, got "
                         f"{type(value).__name__}") from None
-    lookup = {name: j for j, name in enumerate(columns or [])}
+    column_labels = {name: j for j, name in enumerate(columns or [])}
+    lookup = dict(column_labels)
     lookup.update({name: j for j, name in enumerate(feature_names)})
     out, unknown, out_of_range, bad = set(), [], [], []
     for item in items:
         if isinstance(item, (bool, np.bool_)):
             bad.append(item)
         elif isinstance(item, (int, np.integer)):
-            if 0 <= item < n:
+            as_label = column_labels.get(str(int(item)))  # a DataFrame whose column labels are numbers
+            if as_label is not None and not 0 <= item < n:
+                out.add(as_label)
+            elif as_label is not None and as_label != item:
+                raise ValueError(f"categorical_features: {int(item)} is ambiguous: column {int(item)} by position "
+                                 f"is {feature_names[int(item)]!r}, but the DataFrame also has a column labelled "
+                                 f"{int(item)} (position {as_label}); pass the label as a string "
+                                 f"('{int(item)}') or the position of the column meant")
+            elif 0 <= item < n:
                 out.add(int(item))
             else:
                 out_of_range.append(int(item))
@@ -646,8 +659,9 @@ def kernelshap(ctx: TableContext, *, n_samples: int | None = None, baseline="mea
 
     remaining = ctx.remaining()
     if remaining is not None and m >= 1 and remaining < (2 if m > 1 else 1) * f.cost:
-        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for KernelSHAP (f(none)"
-                         f"{' and one coalition' if m > 1 else ''} cost {(2 if m > 1 else 1) * f.cost})")
+        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for KernelSHAP (it needs at least "
+                         f"{ctx.model.n_evals + (2 if m > 1 else 1) * f.cost}: the row, f(none)"
+                         f"{' and one coalition' if m > 1 else ''})")
     f_none = float(g(np.zeros((1, m), np.uint8))[0])  # no evaluation when m = 0: it is the row itself
     proper = 2**m - 2  # coalitions besides the empty and the full one
     exact = proper <= total and (remaining is None or (remaining - f.cost) // f.cost >= proper)
@@ -697,7 +711,8 @@ def shapley(ctx: TableContext, *, n_permutations: int | None = None, baseline="m
     if not draws:
         raise ValueError(
             f"budget: {ctx.budget} evaluations leave no room for one permutation over {n_feat} features "
-            f"(it needs {n_feat * f.cost})"
+            f"(it needs at least {ctx.model.n_evals + n_feat * f.cost}: the row, f(none) and {n_feat - 1} "
+            "coalitions)"
         )
     draws = np.concatenate(draws)
     m = len(draws)
@@ -719,12 +734,20 @@ def streak(ctx: TableContext, *, k: int = 5, eps: float = 0.7, baseline="mean", 
     remaining = ctx.remaining()
     calls = None if remaining is None else remaining // f.cost
     if calls is not None and calls < 2:
-        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for STREAK (it needs at least {3 * f.cost})")
+        raise ValueError(f"budget: {ctx.budget} evaluations leave no room for STREAK (it needs at least "
+                         f"{ctx.model.n_evals + 2 * f.cost}: the row, f(empty) and one feature's)")
     order = ctx.rng.permutation(ctx.n_features).tolist()
     res = run_streak(lambda sets: f(_masks_of(sets, ctx.n_features)), order, k, eps, budget=calls,
                      lookahead=lookahead)
     weights = np.zeros(ctx.n_features)
     chosen = [int(u) for u in res.selected]
+    if not chosen:
+        import warnings
+
+        why = (f"the budget stopped the stream after {res.n_seen} of {ctx.n_features} features" if res.stopped
+               else "no feature raised the target's score over the baseline's enough to be kept")
+        warnings.warn(f"streak: {why}, so every weight is 0 (see extras['singleton_gains']); try another "
+                      "baseline" + (" or a larger budget" if res.stopped else ""), UserWarning, stacklevel=4)
     weights[chosen] = res.gains
     singles = np.full(ctx.n_features, np.nan)
     for u, gain in res.singletons:
@@ -784,7 +807,8 @@ def explain_tabular(
     budget = _check_int(budget, "budget", 2, "model evaluations")
     fn, names, model_bs, name = _model_function(model_fn)
     x, background, feature_list, frame = _check_inputs(x, background, feature_names)
-    categorical = _check_categorical(categorical_features, feature_list, frame[1] if frame is not None else None)
+    categorical = _check_categorical(categorical_features, feature_list,
+                                     [str(c) for c in frame[1]] if frame is not None else None)
     bs = _check_int(batch_size, "batch_size", 1, "rows per call") or model_bs or DEFAULT_BATCH_ROWS
     model = TableModel(fn, bs, budget, name="model_fn" if name in ("", "<lambda>") else name, frame=frame,
                        progress=progress, desc=method)
