@@ -156,6 +156,35 @@ def test_bad_targets(tiny, image, target, exc, match):
         unveil.explain(tiny, image, method="occlusion", target=target)
 
 
+def test_class_names_match_exactly_then_loosely_and_win_over_numbers():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    m = unveil.Model(net, input_size=(16, 16), labels=["Egyptian_cat", "great white shark", "5", "tabby  cat"])
+    for name, index in [("Egyptian_cat", 0), ("egyptian cat", 0), ("EGYPTIAN_CAT", 0), (" great_white  shark ", 1),
+                        ("tabby cat", 3), ("tabby_cat", 3), ("5", 2), ("1", 1), (" 3 ", 3)]:
+        assert m.class_index(name) == index, name
+    assert m.class_index(np.int64(2)) == 2 and m.class_index(0) == 0  # numbers are always numbers
+    with pytest.raises(ValueError, match=r"^target '²': no class of that name"):
+        m.class_index("²")  # a superscript digit is no number
+    with pytest.raises(ValueError, match=r"^target 'shark': no class of that name; did you mean one of "
+                                         r"\['great white shark'\]"):
+        m.class_index("shark")
+    exp = unveil.explain(m, np.random.default_rng(0).random((20, 24, 3)), method="occlusion", target="egyptian_cat",
+                         progress=False)
+    assert exp.target == 0 and exp.label == "Egyptian_cat"
+
+
+@pytest.mark.parametrize("labels, match", [
+    ("abcd", r"^labels: expected a list of class names \(one str per class\), got str$"),
+    ({0: "a", 1: "b"}, r"^labels: expected a list .* got dict; a dict's values in class order"),
+    (["a", None, "c"], r"^labels: every class name must be a str; got \[None\]"),
+    (3, r"^labels: expected a list of class names, got int"),
+])
+def test_bad_labels(labels, match):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with pytest.raises(TypeError, match=match):
+        unveil.Model(net, input_size=(16, 16), labels=labels)
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"seed": -1}, "seed"),
     ({"budget": 1}, "budget"),
@@ -501,3 +530,19 @@ def test_a_fixed_size_module_without_input_size_gets_a_hint_and_tensors_targets_
         unveil.explain(model, (img - 0.5) / 0.25, method="occlusion")
     with pytest.raises(ValueError, match="divide by 255"):
         unveil.explain(model, img * 255, method="occlusion")
+
+
+def test_float_files_follow_the_float_rule_and_premultiplied_alpha_is_read(tmp_path):
+    from PIL import Image
+
+    ok = np.linspace(0, 1, 80 * 100, dtype=np.float32).reshape(80, 100)
+    Image.fromarray(ok, mode="F").save(tmp_path / "ok.tif")
+    np.testing.assert_allclose(load_image(tmp_path / "ok.tif")[..., 0], ok)  # values as they are, no rescaling
+    for top in (1.5, 300.0):  # was divided by 255 or by its own maximum, silently
+        Image.fromarray(ok * top, mode="F").save(tmp_path / "big.tif")
+        with pytest.raises(ValueError, match=r"big\.tif.*\[0, 1\]"):
+            load_image(tmp_path / "big.tif")
+    la = Image.new("La", (6, 4), (200, 255))
+    img = load_image(la)
+    assert img.shape == (4, 6, 3)
+    np.testing.assert_allclose(img, 200 / 255, atol=1e-6)  # opaque: the gray level itself

@@ -173,3 +173,22 @@ def test_derived_arrays_are_plain_label_arrays():
     assert type(small.max()) is np.int64 and int(small.max()) == 2
     assert type(small == 2) is np.ndarray and type(np.asarray(small)) is np.ndarray
     assert small[:4].source is None and small.source.shape == (96, 128)
+
+
+def test_a_transposed_or_cropped_map_or_baseline_is_refused_not_stretched():
+    img = photo()  # 96 x 128; the model's input is 32 x 32
+    for labels in (strip_map(128, 96), strip_map(96, 64)):  # transposed; cropped to half the width
+        with pytest.raises(ValueError, match=rf"^segmentation: the label map is {labels.shape[0]} x "
+                                             rf"{labels.shape[1]} but the image is 96 x 128 \(the model's input "
+                                             r"32 x 32\): not the same picture at another scale"):
+            unveil.explain(tiny_conv(), img, method="lime", segmentation=labels, n_samples=10, progress=False)
+    with pytest.raises(ValueError, match=r"^baseline: the baseline image is 5 x 500 but the image is 96 x 128"):
+        unveil.explain(tiny_conv(), img, method="occlusion", baseline=np.zeros((5, 500, 3)), progress=False)
+    # the same picture at another scale, or at the model's input size, is resized as before
+    for shape in ((48, 64), (97, 128), (32, 32)):
+        exp = unveil.explain(tiny_conv(), img, method="occlusion", baseline=np.zeros((*shape, 3)), window=16,
+                             stride=16, progress=False)
+        assert exp.map.shape == (96, 128)
+    torch_baseline = torch.zeros(3, 48, 64)  # C x H x W
+    assert unveil.explain(tiny_conv(), img, method="occlusion", baseline=torch_baseline, window=16, stride=16,
+                          progress=False).map.shape == (96, 128)

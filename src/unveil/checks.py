@@ -69,3 +69,41 @@ def check_seed(seed) -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed: expected an int from 0 to 2**63 - 1, got {seed!r}")
     return int(seed)
+
+
+def _name_key(name) -> str:
+    """A class name compared loosely: case, underscores for spaces and runs of spaces ignored."""
+    return " ".join(str(name).replace("_", " ").split()).casefold()
+
+
+def match_class_name(target: str, labels) -> int | None:
+    """The index of the class called ``target`` among ``labels``: the exact name first, then the same name
+    up to case, underscores for spaces and repeated spaces ("egyptian_cat" finds "Egyptian cat" and
+    "Egyptian_cat"); None when no label matches."""
+    if labels is None:
+        return None
+    names = [str(lab) for lab in labels]
+    if target in names:
+        return names.index(target)
+    key = _name_key(target)
+    keys = [_name_key(n) for n in names]
+    return keys.index(key) if key in keys else None
+
+
+def check_labels(labels) -> list[str] | None:
+    """``labels`` as a list of str (one per class), or None; a TypeError for a single string, a mapping or
+    anything that is not a sequence of names."""
+    if labels is None:
+        return None
+    if isinstance(labels, (str, bytes)) or isinstance(labels, Mapping):
+        raise TypeError(f"labels: expected a list of class names (one str per class), got {type(labels).__name__}"
+                        + ("; a dict's values in class order: list(labels.values())" if isinstance(labels, Mapping)
+                           else ""))
+    try:
+        out = list(labels)
+    except TypeError:
+        raise TypeError(f"labels: expected a list of class names, got {type(labels).__name__}") from None
+    bad = [lab for lab in out if not isinstance(lab, (str, np.str_))]
+    if bad:
+        raise TypeError(f"labels: every class name must be a str; got {bad[:3]!r}")
+    return [str(lab) for lab in out]

@@ -164,15 +164,24 @@ def output_stems(paths) -> list[str]:
     """One output name per input: the file's stem, or, for different files that share a stem (a/cat.jpg,
     b/cat.png), the stem with the extension (cat_jpg) and, if that still repeats, a counter (cat_jpg_2), so
     that no file's results overwrite another's. The same file given twice keeps one name."""
-    files = list(dict.fromkeys(Path(p).resolve() for p in paths))
-    stems = [f.stem for f in files]
+    given = {}  # one entry per file (a link and its target are one file), named as first given
+    for p in paths:
+        given.setdefault(Path(p).resolve(), Path(p))
+    stems = [f.stem for f in given.values()]
     names = [f"{f.stem}_{f.suffix.lstrip('.')}" if stems.count(f.stem) > 1 and f.suffix else f.stem
-             for f in files]
-    seen: dict[str, int] = {}
+             for f in given.values()]
+    taken = set(names)
+    seen: set[str] = set()
     named = {}
-    for f, n in zip(files, names):
-        seen[n] = seen.get(n, 0) + 1
-        named[f] = n if seen[n] == 1 else f"{n}_{seen[n]}"
+    for f, n in zip(given, names):
+        if n in seen:  # a counter no other input's name already uses
+            i = 2
+            while f"{n}_{i}" in taken:
+                i += 1
+            n = f"{n}_{i}"
+            taken.add(n)
+        seen.add(n)
+        named[f] = n
     return [named[Path(p).resolve()] for p in paths]
 
 
@@ -196,8 +205,8 @@ def cmd_explain(args) -> int:
             exp = explain(model, image, method=method, target=args.target, seed=args.seed, budget=budget,
                           progress=not args.no_progress, **method_options(method, args))
             base = out / f"{stem}_{method}"
-            exp.plot(base.with_suffix(".png"))
-            exp.save(base.with_suffix(".npz"))
+            exp.save(f"{base}.npz")  # the results first: a failing plot loses nothing
+            exp.plot(f"{base}.png")
             print(
                 f"  {method}: target {exp.target} '{exp.label}' p={exp.score:.4f}, {_evals(exp.n_evals)}, "
                 f"{exp.seconds:.1f} s -> {base}.png/.npz/.json"
@@ -370,8 +379,8 @@ def cmd_explain_table(args) -> int:
                           progress=not args.no_progress, **dict(args.option or []))
     out = Path(args.out)
     base = out / f"{Path(args.csv).stem}_row{args.row}_{exp.method}"
-    exp.plot(base.with_suffix(".png"))
-    exp.save(base.with_suffix(".npz"))
+    exp.save(f"{base}.npz")
+    exp.plot(f"{base}.png")
     order = np.argsort(-np.abs(exp.weights), kind="stable")
     if args.json:
         print(json.dumps({
@@ -380,7 +389,7 @@ def cmd_explain_table(args) -> int:
             "seconds": exp.seconds, "seed": exp.seed, "background_rows": len(background),
             "features": [{"name": names[i], "value": float(exp.values[i]), "weight": float(exp.weights[i])}
                          for i in order],
-            "files": [str(base.with_suffix(s)) for s in (".png", ".npz", ".json")],
+            "files": [f"{base}{s}" for s in (".png", ".npz", ".json")],
         }, indent=2))
         return 0
     print(f"{args.csv} row {args.row}: {exp.method}, target {exp.target} '{exp.label}' score={exp.score:.4f}, "

@@ -97,6 +97,15 @@ def _as_array(value) -> np.ndarray | None:
     return None
 
 
+def _npz_path(path) -> Path:
+    """The .npz file of an explanation saved as ``path`` (``x.npz`` and ``x.json`` -> ``x.npz``; otherwise
+    ``.npz`` added to the whole name)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return path
+    return path.with_suffix(".npz") if path.suffix == ".json" else path.with_name(path.name + ".npz")
+
+
 def _jsonable(value: Any):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -193,10 +202,10 @@ class Explanation:
         return meta
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (.npz with the arrays) and a .json sidecar with the metadata; return the .npz path."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        """Write ``path`` (.npz with the arrays) and a .json sidecar with the metadata; return the .npz path.
+        A path ending in ``.json`` names the pair too; any other ending gets ``.npz`` added (``cat.v2`` ->
+        ``cat.v2.npz`` and ``cat.v2.json``); :meth:`load` takes the same path."""
+        path = _npz_path(path)
         make_folder(path.parent)
         arrays = {name: getattr(self, name) for name in _ARRAYS if getattr(self, name) is not None}
         extra_arrays = {f"extra__{k}": v for k, v in self.extras.items() if isinstance(v, np.ndarray)}
@@ -210,9 +219,10 @@ class Explanation:
 
     @classmethod
     def load(cls, path: str | Path) -> "Explanation":
-        """Read an explanation written by :meth:`save` (the .npz or the .json path)."""
-        path = Path(path)
-        npz, js = path.with_suffix(".npz"), path.with_suffix(".json")
+        """Read an explanation written by :meth:`save` (the .npz or the .json path, or the path given to
+        :meth:`save`)."""
+        npz = _npz_path(path)
+        js = npz.with_suffix(".json")
         for p in (npz, js):
             if not p.exists():
                 raise ValueError(f"explanation file not found: {p}")

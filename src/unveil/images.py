@@ -7,7 +7,9 @@ The conversion rule (documented in the README, applied everywhere):
   (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels) before it is decoded; files and PIL images are
   turned upright by their EXIF orientation, as photo viewers show them (phones store many photos sideways);
 * ``uint8`` is divided by 255, ``uint16`` (and Pillow's 16-bit modes) by 65535, ``bool`` maps to {0, 1};
-  float arrays must already lie in [0, 1]; other integer types are refused with a message saying how to convert;
+  float arrays and float files (Pillow's mode ``F``, e.g. 32-bit float TIFFs) must already lie in [0, 1];
+  other integer types are refused with a message saying how to convert; a file with several frames (GIF,
+  TIFF) gives its first; Pillow reads 16-bit RGB(A) PNGs as 8-bit, 16-bit grayscale ones at 16 bits;
 * the channels are then fitted to what the model takes (``channels``, 3 by default):
 
   - ``channels=3`` (RGB models): grayscale is repeated to three channels; an alpha channel (gray + alpha, RGBA)
@@ -191,11 +193,10 @@ def _from_pil(img, name: str) -> np.ndarray:
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ValueError(f"{name}: 32-bit integer pixels outside 0..65535 are not supported")
         return to_float(arr.astype(np.uint16), name)
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-        if arr.size and arr.max() > 1.0:
-            arr = arr / 255.0 if arr.max() <= 255.0 else arr / float(arr.max())
-        return to_float(arr, name)
+    if mode == "F":  # 32-bit float pixels (float TIFFs): the float rule, values in [0, 1]
+        return to_float(np.asarray(img, dtype=np.float32), name)
+    if mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        img, mode = img.convert("LA"), "LA"
     if mode in ("L", "RGB", "RGBA", "LA"):
         return to_float(np.asarray(img), name)
     if mode == "1":

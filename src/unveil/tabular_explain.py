@@ -41,7 +41,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .checks import check_bool, check_positive, scalar_target
+from .checks import check_bool, check_positive, match_class_name, scalar_target
 from .explanation import Explanation
 from .methods.kernelshap import constrained_fit, sample_coalitions, shapley_kernel
 from .methods.lime import SELECTIONS, fit_surrogate, weighted_r2
@@ -352,9 +352,10 @@ def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> in
     if target is None:
         return int(np.argmax(scores))
     if isinstance(target, str):
-        if class_names is not None and target in class_names:
-            return list(class_names).index(target)
-        if not target.strip().lstrip("-").isdigit():
+        found = match_class_name(target, class_names)
+        if found is not None:
+            return found
+        if not (target.strip().lstrip("-").isascii() and target.strip().lstrip("-").isdigit()):
             known = f"; the classes are {list(class_names)}" if class_names is not None else ""
             raise ValueError(f"target {target!r}: no output of that name{known}")
         target = int(target)

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..checks import scalar_target
+from ..checks import _name_key, check_labels, match_class_name, scalar_target
 from ..images import check_alpha, load_image, resize
 
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes"]
@@ -184,7 +184,7 @@ class Model:
                 raise ValueError(f"input_size: expected (height, width) positive ints, got {input_size!r}")
             input_size = (int(input_size[0]), int(input_size[1]))
         self.input_size = input_size
-        self.labels = list(labels) if labels is not None else None
+        self.labels = check_labels(labels)
         outputs = outputs or ("logits" if self.is_torch else "probabilities")
         if outputs not in OUTPUTS:
             raise ValueError(f"outputs: expected one of {', '.join(map(repr, OUTPUTS))}, got {outputs!r}")
@@ -329,18 +329,19 @@ class Model:
         n = num_classes if num_classes is not None else self.num_classes
         target = scalar_target(target)
         if isinstance(target, str):
-            if target.strip().lstrip("-").isdigit():
-                target = int(target)
+            found = match_class_name(target, self.labels)  # a class name wins over a number ("5" as a label)
+            if found is not None:
+                return found
+            digits = target.strip()
+            if digits.lstrip("-").isascii() and digits.lstrip("-").isdigit():
+                target = int(digits)
             else:
                 if self.labels is None:
                     raise ValueError(f"target {target!r}: this model has no class names; pass a class number")
-                wanted = target.strip().lower().replace("_", " ")
-                matches = [i for i, lab in enumerate(self.labels) if lab.lower() == wanted]
-                if not matches:
-                    near = [lab for lab in self.labels if wanted in lab.lower()][:5]
-                    hint = f"; did you mean one of {near}?" if near else ""
-                    raise ValueError(f"target {target!r}: no class of that name{hint}")
-                return matches[0]
+                wanted = _name_key(target)
+                near = [lab for lab in self.labels if wanted in _name_key(lab)][:5]
+                hint = f"; did you mean one of {near}?" if near else ""
+                raise ValueError(f"target {target!r}: no class of that name{hint}")
         if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
             raise TypeError(f"target: expected a class number or name, got {type(target).__name__}")
         target = int(target)
