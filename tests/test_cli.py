@@ -177,6 +177,26 @@ def test_files_sharing_a_stem_keep_their_own_results(tmp_path, scripted, photo, 
     assert sorted(p.name for p in out.glob("*.npz")) == ["photo_jpg_occlusion.npz", "photo_png_occlusion.npz"]
 
 
+def test_dotted_names_links_and_counters_keep_every_result(tmp_path, scripted, photo, capsys):
+    from unveil.cli import output_stems
+
+    a, b = tmp_path / "cat.2023.png", tmp_path / "dog.2023.png"
+    Image.open(photo).save(a)
+    Image.open(photo).rotate(90).save(b)
+    out = tmp_path / "res"
+    assert main(["explain", str(a), str(b), "--model", scripted, "--method", "occlusion,saliency", "--out", str(out),
+                 "--no-progress", "--batch-size", "8"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{stem}_{m}{ext}" for stem in ("cat.2023", "dog.2023") for m in ("occlusion", "saliency")
+                           for ext in (".png", ".npz", ".json"))  # was cat.{png,npz,json}: each overwrote the last
+    assert f"-> {out / 'cat.2023_saliency'}.png/.npz/.json" in capsys.readouterr().out
+    # a counter never takes a name another input already has; a link is named as given
+    assert output_stems(["a/cat.jpg", "b/cat.jpg", "cat_jpg_2.jpg"]) == ["cat_jpg", "cat_jpg_3", "cat_jpg_2"]
+    link = tmp_path / "latest.png"
+    link.symlink_to(a)
+    assert output_stems([str(link)]) == ["latest"] and output_stems([str(link), str(a)]) == ["latest", "latest"]
+
+
 def test_an_output_folder_that_is_a_file_is_one_clear_line(tmp_path, scripted, photo, capsys):
     blocker = tmp_path / "taken"
     blocker.write_text("x")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import unveil
+from unveil.images import load_image
 from unveil.perturb import Perturber, gaussian_blur, make_baseline
 from unveil.segmentation import grid, grid_shape, segment, upsample_labels
 
@@ -715,3 +717,49 @@ def test_fractional_and_binary_masks_are_scored_separately():
     p = Perturber(model, torch.ones(3, 4, 4), torch.zeros(3, 4, 4), np.repeat(np.arange(2), 8).reshape(4, 4))
     out = p.score_features(np.array([[1, 0], [0.5, 0]], np.float32))
     np.testing.assert_allclose(out[:, 0], [0.5, 0.25], atol=1e-6)
+
+
+def test_save_keeps_nested_arrays_pil_baselines_and_numpy_bools(tmp_path, tiny, image):
+    from PIL import Image
+
+    base = Image.fromarray((image * 200).astype(np.uint8)).convert("L").convert("RGB")
+    exp = unveil.explain(tiny, image, method="occlusion", window=8, baseline=base, progress=False)
+    extras = {**exp.extras, "flag": np.bool_(True), "nested": {"big": np.arange(100.0), "small": np.arange(3)}}
+    exp = dataclasses.replace(exp, extras=extras)
+    back = unveil.Explanation.load(exp.save(tmp_path / "e.npz"))
+    np.testing.assert_allclose(back.params["baseline"], load_image(base))  # was its repr string
+    assert back.extras["flag"] is True
+    np.testing.assert_array_equal(back.extras["nested"]["big"], np.arange(100.0))  # was "<array (100,) float64>"
+    np.testing.assert_array_equal(back.extras["nested"]["small"], np.arange(3))
+    sg = unveil.explain(tiny, image, method="smoothgrad", n_samples=2, base_options={"baseline": image * 0.5},
+                        base="integrated_gradients", progress=False)
+    loaded = unveil.Explanation.load(sg.save(tmp_path / "sg.npz"))
+    np.testing.assert_array_equal(loaded.params["base_options"]["baseline"], image * 0.5)
+
+
+def test_save_and_load_take_the_same_path_and_refuse_folders(tmp_path, tiny, image):
+    exp = unveil.explain(tiny, image, method="occlusion", window=8, progress=False)
+    for given, written in (("pic.png", "pic.png.npz"), ("cat.v2", "cat.v2.npz"), ("a.json", "a.npz"),
+                           ("b.npz", "b.npz"), ("plain", "plain.npz")):
+        assert exp.save(tmp_path / given) == tmp_path / written
+        assert (tmp_path / written).with_suffix(".json").exists()
+        np.testing.assert_array_equal(unveil.Explanation.load(tmp_path / given).map, exp.map)
+    with pytest.raises(ValueError, match=r"is a folder; give the explanation's file name"):
+        exp.save(tmp_path)
+
+
+def test_damaged_files_and_sidecars_are_named(tmp_path, tiny, image):
+    path = unveil.explain(tiny, image, method="occlusion", window=8, progress=False).save(tmp_path / "e.npz")
+    whole, sidecar = path.read_bytes(), path.with_suffix(".json")
+    path.write_bytes(whole[: len(whole) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"^not a readable explanation: .*e\.npz"):
+        unveil.Explanation.load(path)
+    path.write_bytes(b"garbage, not a zip archive" * 10)
+    with pytest.raises(ValueError, match=r"e\.npz is not an \.npz archive"):
+        unveil.Explanation.load(path)
+    path.write_bytes(whole)
+    meta = json.loads(sidecar.read_text())
+    for key, value in (("target", "abc"), ("score", "hi"), ("n_evals", 2.5), ("target", True)):
+        sidecar.write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(ValueError, match=rf"not a readable explanation: .*'{key}' is {re.escape(repr(value))}"):
+            unveil.Explanation.load(path)

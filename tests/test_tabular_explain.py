@@ -475,7 +475,7 @@ def test_pandas_non_numeric_columns_are_named(linear):
 def test_explain_table_command_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(6)
     data = rng.normal(size=(40, 4)) * [1.0, 2.0, 0.5, 3.0]
-    csv = tmp_path / "table.csv"
+    csv = tmp_path / "table.v1.csv"  # a dot in the name: the results keep it (they replaced it once)
     lines = ["age,income,height,score,label"] + [",".join(f"{v:.6f}" for v in r) + f",{i % 2}" for i, r in enumerate(data)]
     csv.write_text("\n".join(lines) + "\n")
     (tmp_path / "model.py").write_text(textwrap.dedent("""
@@ -498,15 +498,16 @@ def test_explain_table_command_end_to_end(tmp_path, capsys):
     expected = np.array([1.5, -2.0, 0.5, 0.25]) * (np.round(data[5], 6) - background.mean(axis=0))
     np.testing.assert_allclose([weights[n] for n in ("age", "income", "height", "score")], expected, atol=1e-6)
     assert result["background_rows"] == 39
-    assert all(Path(f).exists() for f in result["files"]) and len(result["files"]) == 3
-    back = Explanation.load(out / "table_row5_kernelshap.npz")
+    assert result["files"] == [str(out / f"table.v1_row5_kernelshap{ext}") for ext in (".png", ".npz", ".json")]
+    assert all(Path(f).exists() for f in result["files"])
+    back = Explanation.load(out / "table.v1_row5_kernelshap.npz")
     assert back.feature_names == ["age", "income", "height", "score"]
 
     code = main(["explain-table", str(csv), "--row", "0", "--model", spec, "--label-column", "label",
                  "--background-rows", "10", "--top", "2", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0 and "lime" in text and "10 background rows" in text
-    assert (out / "table_row0_lime.png").exists()
+    assert (out / "table.v1_row0_lime.png").exists()
     assert main(["explain-table", str(csv), "--row", "40", "--model", spec, "--out", str(out)]) == 2
     assert "--row 40: the file has 40 data rows" in capsys.readouterr().err
     assert main(["explain-table", str(csv), "--row", "1", "--model", spec, "--out", str(out)]) == 2  # label kept

@@ -89,12 +89,48 @@ def _expand(arrays: dict) -> dict:
 
 
 def _as_array(value) -> np.ndarray | None:
-    """An option value that is an array (numpy, or a torch tensor) as numpy; None for anything else."""
+    """An option value that is an array (numpy, a torch tensor, or a PIL image: H x W x C float32 in [0, 1] by
+    the input rule) as numpy; None for anything else."""
     if isinstance(value, np.ndarray):
         return value
     if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
         return value.detach().cpu().numpy()
+    if type(value).__module__.startswith("PIL.") and hasattr(value, "getbands"):
+        from .images import load_image
+
+        return load_image(value, channels=None, name="a PIL image option")
     return None
+
+
+#: The sidecar's fields with the types a readable explanation has (anything else: the file is not one).
+_META_TYPES = (("target", (int,), "a class number"), ("label", (str,), "a class name"),
+               ("score", (int, float), "a number"), ("method", (str,), "a method name"),
+               ("n_evals", (int,), "a count"), ("seconds", (int, float), "a number"),
+               ("seed", (int,), "an int or null"), ("kind", (str,), "'image' or 'tabular'"),
+               ("params", (dict,), "a dict"))
+
+
+def _array_leaves(tree: dict, prefix: str, arrays_only: bool = False):
+    """(``prefix__key[__subkey...]``, array) for every array in ``tree`` and in the dicts inside it (numpy
+    arrays only when ``arrays_only``; else also tensors and PIL images, as :func:`_as_array` reads them)."""
+    for key, value in tree.items():
+        name = f"{prefix}__{key}"
+        if isinstance(value, dict):
+            yield from _array_leaves(value, name, arrays_only)
+            continue
+        a = value if isinstance(value, np.ndarray) else None if arrays_only else _as_array(value)
+        if a is not None:
+            yield name, a
+
+
+def _put_leaf(tree: dict, key: str, array: np.ndarray) -> None:
+    """Put ``array`` back at ``key`` (``a__b``: ``tree["a"]["b"]`` when ``tree["a"]`` is a dict that was
+    saved with it; otherwise the key as it is)."""
+    head, sep, rest = key.partition("__")
+    if sep and key not in tree and isinstance(tree.get(head), dict):
+        _put_leaf(tree[head], rest, array)
+    else:
+        tree[key] = array
 
 
 def _npz_path(path) -> Path:
@@ -113,6 +149,8 @@ def _jsonable(value: Any):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist()) if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
@@ -205,12 +243,16 @@ class Explanation:
         """Write ``path`` (.npz with the arrays) and a .json sidecar with the metadata; return the .npz path.
         A path ending in ``.json`` names the pair too; any other ending gets ``.npz`` added (``cat.v2`` ->
         ``cat.v2.npz`` and ``cat.v2.json``); :meth:`load` takes the same path."""
+        if Path(path).is_dir():
+            raise ValueError(f"save: {path} is a folder; give the explanation's file name (e.g. {Path(path) / 'x.npz'})")
         path = _npz_path(path)
         make_folder(path.parent)
         arrays = {name: getattr(self, name) for name in _ARRAYS if getattr(self, name) is not None}
-        extra_arrays = {f"extra__{k}": v for k, v in self.extras.items() if isinstance(v, np.ndarray)}
         params = self.params if isinstance(self.params, dict) else {}
-        param_arrays = {f"param__{k}": a for k, a in ((k, _as_array(v)) for k, v in params.items()) if a is not None}
+        # arrays among the extras and options (also inside dicts, e.g. smoothgrad's base_options) go to the .npz
+        # under their key path; the .json keeps a placeholder
+        extra_arrays = dict(_array_leaves(self.extras, "extra", arrays_only=True))
+        param_arrays = dict(_array_leaves(params, "param"))
         write_npz(path, {**_compact(arrays), **extra_arrays, **param_arrays})
         meta = self.metadata()
         meta["extras"] = {k: _jsonable(v) for k, v in self.extras.items() if not isinstance(v, np.ndarray)}
@@ -226,22 +268,30 @@ class Explanation:
         for p in (npz, js):
             if not p.exists():
                 raise ValueError(f"explanation file not found: {p}")
+        import zipfile
+
+        if not zipfile.is_zipfile(npz):
+            raise ValueError(f"not a readable explanation: {npz} is not an .npz archive (damaged or another file)")
         try:
             meta = json.loads(js.read_text())
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (ValueError, OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"not a readable explanation: {path} ({err})") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+            raise ValueError(f"not a readable explanation: {path} ({type(err).__name__}: {err})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get("extras") or {}, dict):
             raise ValueError(f"not a readable explanation: {js} holds no explanation's metadata")
+        for key, kinds, what in _META_TYPES:
+            value = meta.get(key)
+            if key in meta and value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise ValueError(f"not a readable explanation: {js}: {key!r} is {value!r}, expected {what}")
         extras = dict(meta.get("extras") or {})
         params = meta.get("params")
         arrays = _expand(arrays)
         for k in list(arrays):
             if k.startswith("extra__"):
-                extras[k[len("extra__"):]] = arrays.pop(k)
+                _put_leaf(extras, k[len("extra__"):], arrays.pop(k))
             elif k.startswith("param__") and isinstance(params, dict):
-                params[k[len("param__"):]] = arrays.pop(k)
+                _put_leaf(params, k[len("param__"):], arrays.pop(k))
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in meta.items() if k in names and k not in _ARRAYS}
         kwargs["extras"] = extras
