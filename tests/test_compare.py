@@ -250,3 +250,26 @@ def test_cli_evaluate_rejects_unknown_metric(photo, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", photo, "--metrics", "bogus"])
     assert "unknown metric bogus" in capsys.readouterr().err
+
+
+def test_names_with_dollar_signs_are_drawn_as_written(image, tmp_path):
+    """Matplotlib would read "$...$" as math: "$x_$" failed to parse (after all the work), "costs $5 to $10"
+    lost its dollars. Titles are drawn as written, in plots, tables and the report."""
+    from conftest import TinyNet
+
+    labels = ["$x_$", "costs $5 to $10"] + [f"class{i}" for i in range(2, 10)]
+    model = unveil.Model(TinyNet(), input_size=(32, 32), batch_size=16, labels=labels)
+    for target in (0, 1):
+        exp = unveil.explain(model, image, method="occlusion", target=target, window=8, progress=False)
+        fig = exp.plot(tmp_path / f"t{target}.png")
+        title = fig._suptitle.get_text() if fig._suptitle is not None else fig.axes[-1].get_title()
+        assert labels[target] in title
+        texts = [t for ax in fig.axes for t in (ax.title, *ax.texts)] + ([fig._suptitle] if fig._suptitle else [])
+        assert all(not t._parse_math for t in texts)  # drawn literally
+    cmp = unveil.compare(model, image, methods=["occlusion"], targets=[0, 1], options=opts("occlusion"), progress=False,
+                         step=0.25)
+    html = cmp.to_html()
+    assert "$x_$" in html and "costs $5 to $10" in html
+    table = unveil.explain_tabular(lambda r: np.asarray(r) @ [1.0, -2.0], np.array([1.0, 1.0]),
+                                   background=np.zeros((5, 2)), feature_names=["price $", "$x_$"], progress=False)
+    table.plot(tmp_path / "table.png")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .viz import literal_text
 
 __all__ = ["render_html", "write_report", "png_data_uri"]
 
@@ -77,6 +78,7 @@ def _mask_picture(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask[..., None], image, np.broadcast_to(veiled, image.shape)).astype(np.float32)
 
 
+@literal_text
 def _curves_png(cmp, kind: str, t: int) -> bytes:
     from matplotlib.figure import Figure
 

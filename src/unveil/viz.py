@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +11,20 @@ import numpy as np
 from .images import rgb_projection
 
 __all__ = ["overlay", "plot", "plot_table", "grid_figure", "figure_to_png"]
+
+
+def literal_text(fn):
+    """Run a drawing function with matplotlib's math parsing off, so that class and feature names are drawn
+    as written ("costs $5 to $10" stays so; "$x_$" no longer fails to parse)."""
+
+    @functools.wraps(fn)
+    def drawing(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return drawing
 
 
 def _symmetric_limit(m: np.ndarray) -> float:
@@ -88,6 +103,7 @@ def _draw(ax, exp, cmap: str = "bwr", boundaries: bool = True, title: str | None
     return im
 
 
+@literal_text
 def plot(exp, path: str | Path | None = None, *, cmap: str = "bwr", boundaries: bool = True, dpi: int = 100):
     """Figure with the input, the overlay and a colour bar; written to ``path`` (PNG) when given."""
     from matplotlib.figure import Figure
@@ -116,6 +132,7 @@ def _short(value: float) -> str:
     return f"{value:.4g}"
 
 
+@literal_text
 def plot_table(exp, path: str | Path | None = None, *, max_features: int = 20, dpi: int = 100):
     """Horizontal bars of a table row's weights, the largest |weight| on top (at most ``max_features``; the
     rest are counted in the axis label): red supports the target, blue opposes it; each bar is labelled
@@ -148,6 +165,7 @@ def plot_table(exp, path: str | Path | None = None, *, max_features: int = 20, d
     return fig
 
 
+@literal_text
 def grid_figure(explanations: Sequence, titles: Sequence[str] | None = None, cols: int = 4, size: float = 2.6):
     """Several explanations side by side (one panel each)."""
     from matplotlib.figure import Figure
