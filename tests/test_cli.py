@@ -197,6 +197,42 @@ def test_dotted_names_links_and_counters_keep_every_result(tmp_path, scripted, p
     assert output_stems([str(link)]) == ["latest"] and output_stems([str(link), str(a)]) == ["latest", "latest"]
 
 
+def test_samples_and_budget_reach_every_method_that_takes_them_and_are_refused_otherwise(tmp_path, scripted,
+                                                                                          photo, capsys):
+    out = tmp_path / "res"
+    assert main(["explain", photo, "--model", scripted, "--method", "rise,shapley,lime", "--samples", "6",
+                 "--out", str(out), "--no-progress", "--batch-size", "8", "-o", "n_features=4"]) == 0
+    params = {m: json.loads((out / f"photo_{m}.json").read_text())["params"] for m in ("rise", "shapley", "lime")}
+    assert params["rise"]["n_masks"] == 6 and params["shapley"]["n_permutations"] == 6  # were ignored
+    assert params["lime"]["n_samples"] == 6
+    assert main(["explain", photo, "--model", scripted, "--method", "rise", "--samples", "6", "-o", "n_masks=5",
+                 "--out", str(out), "--no-progress", "--batch-size", "8"]) == 0  # -o wins
+    assert json.loads((out / "photo_rise.json").read_text())["params"]["n_masks"] == 5
+    capsys.readouterr()
+    for flags, message in ((["--method", "occlusion", "--samples", "10"], "--samples: none of the methods occlusion "
+                                                                          "draws samples (those that do: "),
+                           (["--method", "saliency,gradcam", "--budget", "50"],
+                            "--budget: none of the methods saliency, gradcam takes a budget")):
+        assert main(["explain", photo, "--model", scripted, "--out", str(out), "--no-progress", *flags]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_explain_refuses_gradient_methods_on_an_onnx_model_before_any_work(tmp_path, photo, capsys):
+    pytest.importorskip("onnxruntime")
+    from conftest import TinyNet
+
+    import unveil
+
+    path = tmp_path / "m.onnx"
+    unveil.Model(TinyNet(), input_size=(32, 32)).to_onnx(path)
+    out = tmp_path / "res"
+    assert main(["explain", photo, "--model", str(path), "--method", "occlusion,saliency", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "saliency" in err and "gradients" in err
+    assert not out.exists() or not any(out.iterdir())  # occlusion's results were written, then it failed
+
+
 def test_an_output_folder_that_is_a_file_is_one_clear_line(tmp_path, scripted, photo, capsys):
     blocker = tmp_path / "taken"
     blocker.write_text("x")

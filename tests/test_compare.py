@@ -236,14 +236,53 @@ def test_cli_evaluate_text_and_json(scripted, photo, capsys):
     assert pg["score"] == float(dist < 15) and pg["details"]["distance"] == pytest.approx(dist)
 
 
+def test_cli_evaluate_reads_a_transparent_mask_by_its_opaque_part(scripted, photo, tmp_path, capsys):
+    from PIL import Image
+
+    h, w = np.asarray(Image.open(photo)).shape[:2]
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere; the object is only where it is opaque
+    rgba[h - 10:, w - 10:, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "object.png")
+    gray = np.zeros((h, w), np.uint8)
+    gray[h - 10:, w - 10:] = 255
+    Image.fromarray(gray).save(tmp_path / "object_gray.png")
+    results = []
+    for mask in ("object.png", "object_gray.png"):  # the same object, drawn two ways
+        assert main(["evaluate", photo, "--model", scripted, "--method", "occlusion", "--metrics", "pointing_game",
+                     "--mask", str(tmp_path / mask), "--json", "--no-progress", "--batch-size", "8"]) == 0
+        results.append(json.loads(capsys.readouterr().out)["metrics"]["pointing_game"]["details"])
+    assert results[0] == results[1] and results[0]["distance"] > 0  # was 0.0: the white sheet was the object
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--metrics", "pointing_game"], "needs --box or --mask"),
+    (["--box", "0,0,500,10"], "--box: truth: box (0, 0, 500, 10) must satisfy"),  # before any work
+    (["--method", "saliency", "--model", "MODEL.onnx"], "needs gradients"),
     (["--method", "lime,occlusion"], "one method"),
     (["--box", "0,0,5,5", "--mask", "x.png"], "not both"),
 ])
-def test_cli_evaluate_errors(scripted, photo, capsys, extra, message):
-    assert main(["evaluate", photo, "--model", scripted, "--no-progress", *extra]) == 2
+def test_cli_evaluate_errors(scripted, photo, capsys, extra, message, monkeypatch, tmp_path):
+    if "MODEL.onnx" in extra:
+        pytest.importorskip("onnxruntime")
+        import unveil
+
+        onnx_path = tmp_path / "m.onnx"
+        from conftest import TinyNet
+
+        unveil.Model(TinyNet(), input_size=(32, 32)).to_onnx(onnx_path)
+        extra = [str(onnx_path) if e == "MODEL.onnx" else e for e in extra]
+        args = ["evaluate", photo, "--no-progress", *extra]
+    else:
+        args = ["evaluate", photo, "--model", scripted, "--no-progress", *extra]
+    import unveil
+
+    calls = []
+    real = unveil.explain
+    monkeypatch.setattr(unveil, "explain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main(args) == 2
     assert message in capsys.readouterr().err
+    assert not calls  # refused before explaining
 
 
 def test_cli_evaluate_rejects_unknown_metric(photo, capsys):

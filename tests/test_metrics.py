@@ -274,6 +274,16 @@ def test_pointing_game():
     assert metrics.pointing_game.higher_is_better
     with pytest.raises(ValueError, match="truth"):
         metrics.pointing_game(exp, np.zeros((5, 5), bool))
+    assert metrics.pointing_game(exp, mask.astype(np.float32)).score == 0.0  # 0/1 numbers are a mask
+    soft = np.full((100, 100), 0.05)
+    soft[90:, 90:] = 0.9  # was read as "everywhere": every map hit
+    with pytest.raises(ValueError, match=r"^truth: a mask must be boolean \(or all 0 and 1\); this one holds "
+                                         r"values from 0.05 to 0.9: threshold it first"):
+        metrics.pointing_game(exp, soft)
+    with pytest.raises(ValueError, match=r"^truth: the mask holds NaN"):
+        metrics.pointing_game(exp, np.full((100, 100), np.nan))
+    with pytest.raises(ValueError, match=r"^truth: box \(0, nan, 5, 5\) holds a value that is not a finite"):
+        metrics.pointing_game(exp, (0, np.nan, 5, 5))
 
 
 def test_metrics_keep_no_state_and_leave_the_model_unchanged(tiny, image):

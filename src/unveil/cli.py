@@ -54,24 +54,57 @@ def _option(text: str):
     return key.strip(), parsed
 
 
+#: What --samples sets, per method: the first of these options the method has (LIME's, KernelSHAP's and
+#: SmoothGrad's n_samples, RISE's n_masks, Shapley sampling's n_permutations).
+SAMPLE_OPTIONS = ("n_samples", "n_masks", "n_permutations")
+
+
+SAMPLES_HELP = ("the sample count of each chosen method that has one: LIME's, KernelSHAP's and SmoothGrad's "
+                "n_samples, RISE's n_masks, Shapley's n_permutations (-o sets one method's own)")
+
+
+def _sample_option(method: str) -> str | None:
+    from .methods.registry import get_method
+
+    known = get_method(method).options
+    return next((k for k in SAMPLE_OPTIONS if k in known), None)
+
+
 def method_options(method: str, args) -> dict:
-    """The options given on the command line that ``method`` takes (--samples maps to LIME's n_samples)."""
+    """The options given on the command line that ``method`` takes (--samples: its sample count, see
+    :data:`SAMPLE_OPTIONS`; an explicit -o of the same option wins)."""
     from .methods.registry import get_method
 
     known = get_method(method).options
     options = {k: v for k, v in (args.option or []) if k in known}
-    if getattr(args, "samples", None) is not None and "n_samples" in known:
-        options["n_samples"] = args.samples
+    key = _sample_option(method)
+    if getattr(args, "samples", None) is not None and key is not None:
+        options.setdefault(key, args.samples)
     return options
 
 
 def check_options(methods, args) -> None:
-    """Every --option must belong to at least one of the chosen methods."""
+    """Every --option must belong to at least one of the chosen methods, and --samples and --budget must
+    apply to at least one (a flag no chosen method takes is an error, not silently dropped)."""
     from .methods.registry import get_method
 
     for key, _ in args.option or []:
         if not any(key in get_method(m).options for m in methods):
             raise ValueError(f"--option {key}: none of the methods {', '.join(methods)} has this option")
+    if getattr(args, "samples", None) is not None and not any(_sample_option(m) for m in methods):
+        takers = [m for m in _all_methods() if _sample_option(m)]
+        raise ValueError(f"--samples: none of the methods {', '.join(methods)} draws samples (those that do: "
+                         f"{', '.join(takers)}); set their own options with -o KEY=VALUE")
+    if getattr(args, "budget", None) is not None and not any(get_method(m).uses_budget for m in methods):
+        takers = [m for m in _all_methods() if get_method(m).uses_budget]
+        raise ValueError(f"--budget: none of the methods {', '.join(methods)} takes a budget (the perturbation "
+                         f"methods do: {', '.join(takers)})")
+
+
+def _all_methods() -> list[str]:
+    from .methods.registry import method_names
+
+    return list(method_names())
 
 
 def _method_list(text: str) -> list[str]:
@@ -193,6 +226,9 @@ def cmd_explain(args) -> int:
 
     check_options(args.method, args)
     model = load_cli_model(args.model, args.batch_size)
+    for method in args.method:  # a model without gradients fails before any method runs
+        if get_method(method).needs_gradients:
+            model.require_gradients(method)
     out = make_folder(Path(args.out), "--out")
     images = []
     for path in args.images:  # check every input first: a bad file fails before any long work
@@ -292,13 +328,24 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def mask_from_image(img):
+    """An object mask from a mask picture (H x W x C in [0, 1]): where it is opaque when it has transparency
+    (an alpha channel below 1 somewhere: the object drawn on a transparent background), else where its colour
+    is light (mean over the colour channels > 0.5: white on black)."""
+    channels = img.shape[2]
+    if channels in (2, 4) and (img[..., -1] < 1.0).any():
+        return img[..., -1] > 0.5
+    colour = img[..., : channels - 1] if channels in (2, 4) else img
+    return colour.mean(axis=2) > 0.5
+
+
 def cmd_evaluate(args) -> int:
     import numpy as np
 
     from . import explain
     from .images import load_image
     from .methods.registry import get_method
-    from .metrics import evaluate
+    from .metrics import evaluate, object_mask
 
     if len(args.method) != 1:
         raise ValueError(f"--method: evaluate takes one method, got {', '.join(args.method)}")
@@ -309,13 +356,20 @@ def cmd_evaluate(args) -> int:
         raise ValueError("--box and --mask: give one ground truth, not both")
     truth = args.box
     if args.mask is not None:
-        truth = load_image(args.mask, name="--mask").mean(axis=2) > 0.5
+        truth = mask_from_image(load_image(args.mask, name="--mask", channels=None))
         if truth.shape != image.shape[:2]:
             raise ValueError(f"--mask: shape {truth.shape} differs from the image's {image.shape[:2]}")
     metrics = list(args.metrics)
     if truth is None and "pointing_game" in metrics:
         raise ValueError("--metrics pointing_game needs --box or --mask")
+    if truth is not None:
+        try:
+            object_mask(truth, *image.shape[:2])  # a bad box or mask fails before any long work
+        except ValueError as err:
+            raise ValueError(f"{'--box' if args.mask is None else '--mask'}: {err}") from None
     model = load_cli_model(args.model, args.batch_size)
+    if get_method(method).needs_gradients:
+        model.require_gradients(method)
     budget = args.budget if get_method(method).uses_budget else None
     exp = explain(model, image, method=method, target=args.target, seed=args.seed, budget=budget,
                   progress=not args.no_progress, **method_options(method, args))
@@ -411,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
-    p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
+    p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. -o n_features=30 -o surrogate=tree (repeatable)")
@@ -433,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=_target, action="append", default=None,
                    help="class number or name (repeatable: two targets show the classes side by side)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
-    p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
+    p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, given to every chosen method that has it (repeatable)")
     p.add_argument("--step", type=_float_or_int, default=1 / 50,
@@ -455,14 +509,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations (perturbation methods)")
-    p.add_argument("--samples", type=int, default=None, help="samples of sampling methods (LIME default 1000)")
+    p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. -o n_features=30 (repeatable)")
     p.add_argument("--step", type=_float_or_int, default=1 / 50,
                    help="deletion/insertion step: fraction of the image or int pixels (default 0.02)")
     p.add_argument("--box", type=_box, default=None, metavar="X0,Y0,X1,Y1",
                    help="object box in image pixels: adds the pointing game")
-    p.add_argument("--mask", default=None, help="object mask image (white = object): adds the pointing game")
+    p.add_argument("--mask", default=None, help="object mask image (white = object; with transparency, opaque = "
+                   "object): adds the pointing game")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (curves included)")

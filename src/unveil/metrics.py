@@ -586,6 +586,40 @@ class Stability:
 
 
 # ----------------------------------------------------------------------------- pointing game
+def object_mask(truth, h: int, w: int) -> np.ndarray:
+    """The object as an H x W bool mask, from ``truth``: a mask (bool, or numbers that are all 0 or 1) of that
+    shape, or a box (x0, y0, x1, y1) in its pixels (x1, y1 exclusive). A ValueError names what is wrong: a
+    soft or NaN mask (threshold it first: ``mask > 0.5``), an empty one, a box outside the picture."""
+    try:
+        arr = np.asarray(truth)
+    except (TypeError, ValueError):
+        raise ValueError(f"truth: expected a mask or a box (x0, y0, x1, y1), got {type(truth).__name__}") from None
+    if arr.dtype == object or not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
+        raise ValueError(f"truth: expected a mask or a box of numbers, got dtype {arr.dtype}")
+    if arr.ndim == 1 and arr.size == 4:
+        box = "(" + ", ".join(f"{float(v):g}" for v in arr) + ")"
+        if not np.all(np.isfinite(arr.astype(np.float64))):
+            raise ValueError(f"truth: box {box} holds a value that is not a finite number")
+        x0, y0, x1, y1 = (int(round(float(v))) for v in arr)
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ValueError(f"truth: box {box} must satisfy 0 <= x0 < x1 <= {w}, 0 <= y0 < y1 <= {h}")
+        mask = np.zeros((h, w), dtype=bool)
+        mask[y0:y1, x0:x1] = True
+        return mask
+    if arr.shape != (h, w):
+        raise ValueError(f"truth: expected a {h} x {w} mask or a box (x0, y0, x1, y1), got shape {arr.shape}")
+    if arr.dtype != bool:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("truth: the mask holds NaN or infinite values")
+        if not np.all((arr == 0) | (arr == 1)):
+            raise ValueError(f"truth: a mask must be boolean (or all 0 and 1); this one holds values from "
+                             f"{float(arr.min()):.4g} to {float(arr.max()):.4g}: threshold it first (mask > 0.5)")
+    mask = arr.astype(bool)
+    if not mask.any():
+        raise ValueError("truth: the mask is empty")
+    return mask
+
+
 @dataclass(frozen=True)
 class PointingGame:
     """Hit (1) when the map's maximum lies less than ``tolerance`` pixels from the object, else miss (0).
@@ -609,21 +643,7 @@ class PointingGame:
         """``truth``: the object's mask (H x W bool) or box (x0, y0, x1, y1)."""
         explanation = _check_explanation(explanation)
         m = np.asarray(explanation.map, dtype=np.float64)
-        h, w = m.shape
-        arr = np.asarray(truth)
-        if arr.ndim == 1 and arr.size == 4:
-            x0, y0, x1, y1 = (int(round(float(v))) for v in arr)
-            if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-                raise ValueError(f"truth: box {tuple(arr.tolist())} must satisfy 0 <= x0 < x1 <= {w}, "
-                                 f"0 <= y0 < y1 <= {h}")
-            mask = np.zeros((h, w), dtype=bool)
-            mask[y0:y1, x0:x1] = True
-        elif arr.shape == (h, w):
-            mask = arr.astype(bool)
-            if not mask.any():
-                raise ValueError("truth: the mask is empty")
-        else:
-            raise ValueError(f"truth: expected a {h} x {w} mask or a box (x0, y0, x1, y1), got shape {arr.shape}")
+        mask = object_mask(truth, *m.shape)
         py, px = np.unravel_index(int(np.argmax(m)), m.shape)
         ys, xs = np.nonzero(mask)
         dist = float(np.sqrt(np.min((ys - py) ** 2 + (xs - px) ** 2)))
