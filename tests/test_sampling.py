@@ -329,3 +329,39 @@ def test_shapley_with_a_budget_ends_once_every_coalition_is_known():
                          target=0, seed=0, budget=60, segmentation=labels, baseline="zero", progress=False)
     assert exp.n_evals <= 8 and exp.extras["n_permutations"] >= 1
     np.testing.assert_allclose(exp.weights, [0.2, 0.3, 0.15], atol=1e-6)
+
+
+def test_rise_grids_are_drawn_block_by_block_in_order(monkeypatch):
+    from unveil.methods import rise as rise_module
+
+    monkeypatch.setattr(rise_module, "GRID_BLOCK", 7)
+    n, s, p, size = 30, 4, 0.5, (20, 24)
+    stream = rise_module.GridStream(np.random.default_rng(3), n, s, p, size)
+    rng = np.random.default_rng(3)
+    blocks = [draw_grids(rng, min(7, n - i), s, p, size) for i in range(0, n, 7)]  # the same stream, by hand
+    grids, shifts = np.concatenate([g for g, _ in blocks]), np.concatenate([t for _, t in blocks])
+    start, most = 0, 0
+    for width in (5, 5, 9, 1, 10):  # passes across block boundaries
+        g, t = stream.take(start, start + width)
+        np.testing.assert_array_equal(g, grids[start:start + width])
+        np.testing.assert_array_equal(t, shifts[start:start + width])
+        most = max(most, len(stream.blocks))
+        start += width
+    assert start == n and most <= 3  # earlier blocks are let go
+    with pytest.raises(RuntimeError, match="taken in order"):
+        stream.take(0, 3)
+
+
+def test_absurd_counts_are_refused_by_name(tiny, image):
+    from unveil.methods.gradients import ig_nodes
+
+    with pytest.raises(ValueError, match=r"^n_samples: 1000000000 samples of \d+ segments need [\d.]+ GiB"):
+        unveil.explain(tiny, image, method="lime", n_samples=10**9, progress=False)
+    with pytest.raises(ValueError, match=r"^n_steps: 1000000000 path points.* more than the 100000 allowed"):
+        unveil.explain(tiny, image, method="integrated_gradients", n_steps=10**9, progress=False)
+    a, w = ig_nodes(3000)  # scipy's nodes past 200 steps: the same rule, fast
+    ref_x, ref_w = np.polynomial.legendre.leggauss(300)
+    a300, w300 = ig_nodes(300)
+    np.testing.assert_allclose(a300, 0.5 * (ref_x + 1), atol=1e-13)
+    np.testing.assert_allclose(w300, 0.5 * ref_w, atol=1e-13)
+    assert a.shape == (3000,) and w.sum() == pytest.approx(1.0) and np.all(np.diff(a) > 0)

@@ -17,8 +17,18 @@ UPSAMPLING = ("bicubic", "nearest", "none")
 
 
 # ----------------------------------------------------------------------------- plain functions
+#: The most mask entries (n_samples x n_features) LIME may draw: the surrogate is fitted on all of them at once,
+#: as float64 (2 GiB at this bound).
+MAX_MASK_ENTRIES = 2**28
+
+
 def sample_masks(rng: np.random.Generator, n_samples: int, n_features: int) -> np.ndarray:
-    """n_samples x n_features {0, 1} masks, each feature kept with probability 1/2; row 0 keeps everything."""
+    """n_samples x n_features {0, 1} masks, each feature kept with probability 1/2; row 0 keeps everything.
+    A ValueError names ``n_samples`` when there would be more than :data:`MAX_MASK_ENTRIES`."""
+    if n_samples * n_features > MAX_MASK_ENTRIES:
+        raise ValueError(f"n_samples: {n_samples} samples of {n_features} segments need "
+                         f"{n_samples * n_features * 8 / 2**30:.1f} GiB for the surrogate's fit (all samples at "
+                         f"once, float64); at most {MAX_MASK_ENTRIES // n_features} here")
     masks = rng.integers(0, 2, size=(n_samples, n_features), dtype=np.uint8)
     masks[0] = 1
     return masks

@@ -36,6 +36,37 @@ def draw_grids(
     return grids, shifts
 
 
+#: RISE draws its grids this many masks at a time (a fixed block, so the masks do not depend on the batch size).
+GRID_BLOCK = 4096
+
+
+class GridStream:
+    """The grids and shifts of ``n`` masks drawn block by block (:data:`GRID_BLOCK` masks, each block as
+    :func:`draw_grids` draws it), on demand and in order: ``take(start, stop)`` returns masks start..stop-1 and
+    forgets the blocks before ``start``, so a million masks never lie in memory at once."""
+
+    def __init__(self, rng: np.random.Generator, n: int, s: int, p: float, size: tuple[int, int]):
+        self.rng, self.n, self.s, self.p, self.size = rng, n, s, p, size
+        self.blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.drawn = 0  # blocks drawn so far (they must be drawn in order: one random stream)
+
+    def take(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        first, last = start // GRID_BLOCK, (stop - 1) // GRID_BLOCK
+        if first < self.drawn and first not in self.blocks:
+            raise RuntimeError("GridStream: masks are taken in order; an earlier block is gone")
+        while self.drawn <= last:
+            size = min(GRID_BLOCK, self.n - self.drawn * GRID_BLOCK)
+            self.blocks[self.drawn] = draw_grids(self.rng, size, self.s, self.p, self.size)
+            self.drawn += 1
+        for b in [b for b in self.blocks if b < first]:
+            del self.blocks[b]
+        parts = [self.blocks[b] for b in range(first, last + 1)]
+        grids = np.concatenate([g for g, _ in parts])
+        shifts = np.concatenate([t for _, t in parts])
+        lo = start - first * GRID_BLOCK
+        return grids[lo : lo + stop - start], shifts[lo : lo + stop - start]
+
+
 def interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
     """n_out x n_in weights of bilinear (linear per axis) resampling from n_in to n_out samples, pixel centres
     aligned (``align_corners=False``), out-of-range neighbours reflected without repeating the edge
@@ -112,13 +143,13 @@ def rise(
     n = int(n_masks) if remaining is None else min(int(n_masks), remaining)
     if n < 1:
         raise ValueError(f"budget: {ctx.budget} evaluations leave no room for RISE masks")
-    grids, shifts = draw_grids(ctx.rng, n, int(s), float(p), (h, w))
+    grids = GridStream(ctx.rng, n, int(s), float(p), (h, w))
     perturber = ctx.perturber(ctx.baseline(baseline), desc="rise")
     device = ctx.x.device
     total = np.zeros((h, w), dtype=np.float64)  # the running sum (float64 on the host: any device works)
 
-    def make(start: int, stop: int) -> torch.Tensor:  # masks are made pass by pass, never all at once
-        return upsample_masks(grids[start:stop], shifts[start:stop], (h, w), device)
+    def make(start: int, stop: int) -> torch.Tensor:  # masks are drawn and made pass by pass, never all at once
+        return upsample_masks(*grids.take(start, stop), (h, w), device)
 
     def consume(m: torch.Tensor, probs: np.ndarray) -> None:
         scores = torch.as_tensor(probs[:, ctx.target], dtype=m.dtype, device=device)
