@@ -57,6 +57,8 @@ def test_methods_lists_every_registered_method(capsys):
     assert main(["methods", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [m["name"] for m in listed] == unveil.methods()
+    lime = next(m for m in listed if m["name"] == "lime")["options"]
+    assert lime["n_samples"] == 1000 and lime["segmentation"] == "slic" and lime["alpha"] is None  # JSON values
 
 
 def test_explain_writes_png_npz_json_per_image_and_method(tmp_path, scripted, photo, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -250,6 +251,16 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _json_default(value):
+    """An option's default as a JSON value (numbers, strings, booleans, null, lists of them); anything else
+    (a callable, an object) as its Python repr, a string."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value if not isinstance(value, float) or math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return repr(value)
+
+
 def cmd_methods(args) -> int:
     from .methods.registry import method_specs
 
@@ -257,7 +268,7 @@ def cmd_methods(args) -> int:
     if args.json:
         print(json.dumps([
             {"name": s.name, "family": s.family, "needs_gradients": s.needs_gradients,
-             "description": s.description, "options": {k: repr(v) for k, v in s.options.items()}}
+             "description": s.description, "options": {k: _json_default(v) for k, v in s.options.items()}}
             for s in specs
         ], indent=2))
         return 0
