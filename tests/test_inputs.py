@@ -546,3 +546,28 @@ def test_float_files_follow_the_float_rule_and_premultiplied_alpha_is_read(tmp_p
     img = load_image(la)
     assert img.shape == (4, 6, 3)
     np.testing.assert_allclose(img, 200 / 255, atol=1e-6)  # opaque: the gray level itself
+
+
+def test_a_module_class_a_wrong_channel_count_and_odd_settings_are_named():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3))
+
+    with pytest.raises(TypeError, match=r"^model: got the class Net, not a module; pass an instance, e.g. Net\(\)"):
+        unveil.explain(Net, np.random.default_rng(0).random((20, 20, 3)))
+    gray_net = unveil.Model(Net(), input_size=(16, 16))  # channels=3 by default
+    with pytest.raises(RuntimeError, match=r"the images reach it with 3 channels \(unveil.Model\(\.\.\., channels=3\); "
+                                           r"a grayscale model takes channels=1\)"):
+        unveil.explain(gray_net, np.random.default_rng(0).random((20, 20, 3)), method="saliency", progress=False)
+    exp = unveil.explain(unveil.Model(Net(), input_size=(16, 16), channels=1),
+                         np.random.default_rng(0).random((20, 20, 3)), method="saliency", progress=False)
+    assert exp.map.shape == (20, 20)
+    with pytest.raises(ValueError, match=r"^background: expected a gray level or an \(r, g, b\) colour in \[0, 1\] "
+                                         r"\(white: 1.0\), got 'white'"):
+        unveil.Model(Net(), input_size=(16, 16), background="white")
+    bf = torch.rand(3, 8, 10).to(torch.bfloat16)
+    np.testing.assert_allclose(load_image(bf), bf.float().numpy().transpose(1, 2, 0))

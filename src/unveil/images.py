@@ -87,7 +87,11 @@ def to_float(array: np.ndarray, name: str = "image") -> np.ndarray:
 def check_alpha(alpha: str, background) -> np.ndarray:
     if alpha not in ALPHA_RULES:
         raise ValueError(f"alpha: expected one of {ALPHA_RULES}, got {alpha!r}")
-    bg = np.asarray(background, dtype=np.float32).reshape(-1)
+    try:
+        bg = np.asarray(background, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1] (white: 1.0), got "
+                         f"{background!r}") from None
     if bg.size not in (1, 3) or not np.all(np.isfinite(bg)) or bg.min() < 0 or bg.max() > 1:
         raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1], got {background!r}")
     return bg
@@ -259,7 +263,10 @@ def load_image(image: ImageLike, name: str = "image", *, channels: int | None = 
             import torch
 
             if isinstance(image, torch.Tensor):
-                arr = image.detach().cpu().numpy()
+                t = image.detach().cpu()
+                if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its values as float32
+                    t = t.float()
+                arr = t.numpy()
                 if arr.ndim == 4 and arr.shape[0] == 1:
                     raise ValueError(f"{name}: a batch of shape {tuple(arr.shape)}; pass the one image, "
                                      "image[0] (C x H x W)")

@@ -171,6 +171,9 @@ class Model:
     ):
         if isinstance(fn, Model):
             raise TypeError("fn is already a unveil.Model")
+        if isinstance(fn, type) and issubclass(fn, torch.nn.Module):
+            raise TypeError(f"model: got the class {fn.__name__}, not a module; pass an instance, e.g. "
+                            f"{fn.__name__}(), with its trained weights loaded")
         if not callable(fn):
             raise TypeError(f"model: expected a torch.nn.Module or a callable, got {type(fn).__name__}")
         self.fn = fn
@@ -415,6 +418,11 @@ class Model:
             try:
                 out = class_scores(self.fn(z), self.name)
             except RuntimeError as err:
+                if "channels, but got" in str(err) and "expected input" in str(err):
+                    raise RuntimeError(  # a first convolution made for another channel count
+                        f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); the images reach "
+                        f"it with {z.shape[1]} channels (unveil.Model(..., channels={self.channels}); a grayscale "
+                        "model takes channels=1)") from err
                 if self.input_size is not None or not any(w in str(err) for w in SIZE_ERRORS):
                     raise  # not a spatial-size mismatch, or not one our choice of size caused
                 raise RuntimeError(  # the image's own size reached the module: say how to fix it
