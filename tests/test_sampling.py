@@ -365,3 +365,16 @@ def test_absurd_counts_are_refused_by_name(tiny, image):
     np.testing.assert_allclose(a300, 0.5 * (ref_x + 1), atol=1e-13)
     np.testing.assert_allclose(w300, 0.5 * ref_w, atol=1e-13)
     assert a.shape == (3000,) and w.sum() == pytest.approx(1.0) and np.all(np.diff(a) > 0)
+
+
+def test_one_segment_gets_the_whole_change_in_kernelshap_and_shapley(tiny, image):
+    labels = np.zeros(image.shape[:2], np.int64)  # a single segment: the image against the baseline
+    target = int(tiny.probabilities(tiny.prepare(image)[1][None], batch_size=1)[0].argmax())
+    blank = unveil.explain(tiny, np.zeros_like(image), method="occlusion", target=target, window=8, progress=False)
+    whole = unveil.explain(tiny, image, method="occlusion", target=target, window=8, progress=False).score
+    for method, opts in (("kernelshap", {}), ("shapley", {"n_permutations": 2})):
+        exp = unveil.explain(tiny, image, method=method, segmentation=labels, baseline="zero", target=target,
+                             progress=False, **opts)
+        assert exp.weights.shape == (1,)
+        assert exp.weights[0] == pytest.approx(whole - blank.score, abs=1e-6)  # f(image) - f(black)
+    assert unveil.explain(tiny, image, method="kernelshap", segmentation=labels, progress=False).n_evals == 2

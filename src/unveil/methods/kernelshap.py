@@ -109,12 +109,18 @@ def kernelshap(
         raise TypeError(f"paired: expected a bool, got {type(paired).__name__}")
     labels = ctx.segment(segmentation, n_features, segmentation_options)
     k = int(labels.max()) + 1
-    if k < 2:
-        raise ValueError(f"n_features: KernelSHAP needs at least 2 segments, the segmentation gave {k}")
     perturber = ctx.perturber(ctx.baseline(baseline, labels), labels, desc="kernelshap")
     f_all = float(ctx.probs[ctx.target])
     f_none = None
     zs, ys = [], []
+    if k == 1:  # one segment: all of the change is its own (efficiency); only f(none) is needed
+        remaining = ctx.remaining()
+        if remaining is not None and remaining < 1:
+            raise ValueError(f"budget: {ctx.budget} evaluations leave no room for KernelSHAP's f(none)")
+        f_none = float(perturber.score_features(np.zeros((1, 1), np.uint8))[0, ctx.target])
+        return MethodResult(segments=labels, weights=np.array([f_all - f_none]), extras={
+            "r2": float("nan"), "intercept": f_none, "f_all": f_all, "n_samples": 0, "n_features": 1,
+            "masks_evaluated": perturber.n_evals, "local_prediction": f_all})
     for size in budget_chunks(ctx, int(n_samples), 1, 1, CHUNK_SAMPLES):
         if sampling == "kernel":
             z = sample_coalitions(ctx.rng, size, k, bool(paired))
