@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import numpy as np
 import pytest
@@ -207,9 +208,10 @@ def test_samples_and_budget_reach_every_method_that_takes_them_and_are_refused_o
     params = {m: json.loads((out / f"photo_{m}.json").read_text())["params"] for m in ("rise", "shapley", "lime")}
     assert params["rise"]["n_masks"] == 6 and params["shapley"]["n_permutations"] == 6  # were ignored
     assert params["lime"]["n_samples"] == 6
-    assert main(["explain", photo, "--model", scripted, "--method", "rise", "--samples", "6", "-o", "n_masks=5",
-                 "--out", str(out), "--no-progress", "--batch-size", "8"]) == 0  # -o wins
+    assert main(["explain", photo, "--model", scripted, "--method", "rise,lime", "--samples", "6", "-o", "n_masks=5",
+                 "-o", "n_features=4", "--out", str(out), "--no-progress", "--batch-size", "8"]) == 0  # -o wins
     assert json.loads((out / "photo_rise.json").read_text())["params"]["n_masks"] == 5
+    assert json.loads((out / "photo_lime.json").read_text())["params"]["n_samples"] == 6
     capsys.readouterr()
     for flags, message in ((["--method", "occlusion", "--samples", "10"], "--samples: none of the methods occlusion "
                                                                           "draws samples (those that do: "),
@@ -233,6 +235,52 @@ def test_explain_refuses_gradient_methods_on_an_onnx_model_before_any_work(tmp_p
     err = capsys.readouterr().err
     assert "saliency" in err and "gradients" in err
     assert not out.exists() or not any(out.iterdir())  # occlusion's results were written, then it failed
+
+
+def test_target_text_is_a_class_name_first_as_in_the_api(tmp_path, photo, capsys):
+    (tmp_path / "digits.py").write_text(textwrap.dedent("""
+        import torch
+        import unveil
+
+        def build():
+            torch.manual_seed(0)
+            net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+            return unveil.Model(net.eval(), input_size=(16, 16), labels=["a", "Egyptian_cat", "5", "c"])
+    """))
+    spec = f"{tmp_path / 'digits.py'}:build"
+    out = tmp_path / "res"
+    for text, target in (("5", 2), ("egyptian cat", 1), ("3", 3)):
+        assert main(["explain", photo, "--model", spec, "--method", "saliency", "--target", text, "--out", str(out),
+                     "--no-progress"]) == 0  # "5" was read as class 5: out of range
+        assert json.loads((out / "photo_saliency.json").read_text())["target"] == target
+    capsys.readouterr()
+    assert main(["explain", photo, "--model", spec, "--method", "saliency", "--target", "²", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "target '²': no class of that name" in capsys.readouterr().err
+
+
+def test_samples_given_twice_is_refused(tmp_path, scripted, photo, capsys):
+    assert main(["explain", photo, "--model", scripted, "--method", "kernelshap,lime", "-o", "n_samples=5",
+                 "--samples", "10", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--samples 10: every chosen method's sample count is already set with -o (n_samples)" in \
+        capsys.readouterr().err
+
+
+def test_mask_pictures_by_colour_or_by_transparency():
+    from unveil.cli import mask_from_image
+
+    h, w = 6, 8
+    rgba = np.zeros((h, w, 4), np.float32)
+    rgba[..., 3] = 1.0
+    rgba[:2, :3, :3] = 1.0  # opaque white object on opaque black
+    rgba[5, 7, 3] = 254 / 255  # one pixel a shade less opaque: still read by colour
+    np.testing.assert_array_equal(mask_from_image(rgba), rgba[..., 0] > 0.5)
+    faint = np.zeros((h, w, 2), np.float32)
+    faint[:2, :3, 1] = 127 / 255  # a translucent object on a transparent sheet: its opaque part
+    np.testing.assert_array_equal(mask_from_image(faint), faint[..., 1] > 0)
+    gray = np.zeros((h, w, 1), np.float32)
+    gray[3:, 4:] = 1.0
+    np.testing.assert_array_equal(mask_from_image(gray), gray[..., 0] > 0.5)
 
 
 def test_an_output_folder_that_is_a_file_is_one_clear_line(tmp_path, scripted, photo, capsys):

@@ -257,7 +257,7 @@ def test_cli_evaluate_reads_a_transparent_mask_by_its_opaque_part(scripted, phot
 
 @pytest.mark.parametrize("extra, message", [
     (["--metrics", "pointing_game"], "needs --box or --mask"),
-    (["--box", "0,0,500,10"], "--box: truth: box (0, 0, 500, 10) must satisfy"),  # before any work
+    (["--box", "0,0,500,10"], "--box: box (0, 0, 500, 10) must satisfy"),  # before any work
     (["--method", "saliency", "--model", "MODEL.onnx"], "needs gradients"),
     (["--method", "lime,occlusion"], "one method"),
     (["--box", "0,0,5,5", "--mask", "x.png"], "not both"),

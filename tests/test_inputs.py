@@ -173,10 +173,18 @@ def test_class_names_match_exactly_then_loosely_and_win_over_numbers():
     assert exp.target == 0 and exp.label == "Egyptian_cat"
 
 
+def test_int_labels_are_their_text():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    for labels in (list(range(4)), np.arange(4)):
+        m = unveil.Model(net, input_size=(16, 16), labels=labels)
+        assert m.labels == ["0", "1", "2", "3"] and m.class_index("2") == 2 and m.label(3) == "3"
+
+
 @pytest.mark.parametrize("labels, match", [
     ("abcd", r"^labels: expected a list of class names \(one str per class\), got str$"),
     ({0: "a", 1: "b"}, r"^labels: expected a list .* got dict; a dict's values in class order"),
-    (["a", None, "c"], r"^labels: every class name must be a str; got \[None\]"),
+    (["a", None, "c"], r"^labels: every class name must be a str \(or an int, taken as its text\); got \[None\]"),
+    (["a", True], r"^labels: every class name must be a str .*got \[True\]"),
     (3, r"^labels: expected a list of class names, got int"),
 ])
 def test_bad_labels(labels, match):
@@ -560,12 +568,17 @@ def test_a_module_class_a_wrong_channel_count_and_odd_settings_are_named():
     with pytest.raises(TypeError, match=r"^model: got the class Net, not a module; pass an instance, e.g. Net\(\)"):
         unveil.explain(Net, np.random.default_rng(0).random((20, 20, 3)))
     gray_net = unveil.Model(Net(), input_size=(16, 16))  # channels=3 by default
-    with pytest.raises(RuntimeError, match=r"the images reach it with 3 channels \(unveil.Model\(\.\.\., channels=3\); "
-                                           r"a grayscale model takes channels=1\)"):
+    with pytest.raises(RuntimeError, match=r"the images reach it with 3 channel\(s\) \(channels=3\): a model whose "
+                                           r"input has 1 takes unveil.Model\(\.\.\., channels=1\)"):
         unveil.explain(gray_net, np.random.default_rng(0).random((20, 20, 3)), method="saliency", progress=False)
     exp = unveil.explain(unveil.Model(Net(), input_size=(16, 16), channels=1),
                          np.random.default_rng(0).random((20, 20, 3)), method="saliency", progress=False)
     assert exp.map.shape == (20, 20)
+    rgb_net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with pytest.raises(RuntimeError, match=r"reach it with 1 channel\(s\) \(channels=1\): a model whose input has 3 "
+                                           r"takes unveil.Model\(\.\.\., channels=3\)"):  # the other way round
+        unveil.explain(unveil.Model(rgb_net, input_size=(16, 16), channels=1), np.random.default_rng(0).random((20, 20)),
+                       method="saliency", progress=False)
     with pytest.raises(ValueError, match=r"^background: expected a gray level or an \(r, g, b\) colour in \[0, 1\] "
                                          r"\(white: 1.0\), got 'white'"):
         unveil.Model(Net(), input_size=(16, 16), background="white")

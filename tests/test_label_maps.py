@@ -3,6 +3,9 @@ segments are the user's map at the image's resolution, and the user's label valu
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -189,6 +192,36 @@ def test_a_transposed_or_cropped_map_or_baseline_is_refused_not_stretched():
         exp = unveil.explain(tiny_conv(), img, method="occlusion", baseline=np.zeros((*shape, 3)), window=16,
                              stride=16, progress=False)
         assert exp.map.shape == (96, 128)
+    from PIL import Image
+
+    with pytest.raises(ValueError, match=r"^baseline: the baseline image is 128 x 96 but the image is 96 x 128"):
+        unveil.explain(tiny_conv(), img, method="occlusion", baseline=Image.new("RGB", (96, 128)), progress=False)
+    path = Path(tempfile.mkdtemp()) / "base.png"
+    Image.new("RGB", (96, 128)).save(path)
+    with pytest.raises(ValueError, match=r"^baseline: the baseline image is 128 x 96"):
+        unveil.explain(tiny_conv(), img, method="occlusion", baseline=str(path), progress=False)
+    with pytest.raises(ValueError, match=r"^baseline: a batch of shape \(1, 3, 32, 32\); pass the one image"):
+        unveil.explain(tiny_conv(), img, method="occlusion", baseline=torch.zeros(1, 3, 32, 32), progress=False)
+    with pytest.raises(ValueError, match=r"^baseline: the baseline image is 5 x 500"):  # the metric's own baseline
+        unveil.metrics.Deletion(baseline=np.zeros((5, 500, 3)))(tiny_conv(), img, unveil.explain(
+            tiny_conv(), img, method="occlusion", window=16, stride=16, progress=False))
     torch_baseline = torch.zeros(3, 48, 64)  # C x H x W
     assert unveil.explain(tiny_conv(), img, method="occlusion", baseline=torch_baseline, window=16, stride=16,
                           progress=False).map.shape == (96, 128)
+
+
+def test_pictures_resized_apart_from_one_original_are_the_same_picture():
+    """Two copies of one picture, each rounded to whole pixels at its own scale, pass; transposed, cropped and
+    stretched ones do not (the check behind the label map and baseline refusals)."""
+    from unveil.images import same_picture
+
+    rng = np.random.default_rng(0)
+    for _ in range(20000):
+        h, w = rng.integers(10, 4000, 2)
+        s1, s2 = rng.uniform(0.01, 1, 2)
+        a = (max(1, round(h * s1)), max(1, round(w * s1)))
+        b = (max(1, round(h * s2)), max(1, round(w * s2)))
+        assert same_picture(a, b), (a, b)
+    assert same_picture((169, 150), (692, 610))  # both from 1813 x 1600
+    for a, b in (((128, 96), (96, 128)), ((96, 64), (96, 128)), ((5, 500), (96, 128)), ((100, 120), (100, 100))):
+        assert not same_picture(a, b), (a, b)

@@ -275,10 +275,12 @@ def test_pointing_game():
     with pytest.raises(ValueError, match="truth"):
         metrics.pointing_game(exp, np.zeros((5, 5), bool))
     assert metrics.pointing_game(exp, mask.astype(np.float32)).score == 0.0  # 0/1 numbers are a mask
+    assert metrics.pointing_game(exp, mask.astype(np.uint8) * 255).score == 0.0  # so are 0/255 (a PNG's)
+    assert metrics.PointingGame(tolerance=16.01)(exp, mask.astype(np.uint8) * 255).score == 1.0
     soft = np.full((100, 100), 0.05)
     soft[90:, 90:] = 0.9  # was read as "everywhere": every map hit
-    with pytest.raises(ValueError, match=r"^truth: a mask must be boolean \(or all 0 and 1\); this one holds "
-                                         r"values from 0.05 to 0.9: threshold it first"):
+    with pytest.raises(ValueError, match=r"^truth: a mask must be boolean \(or 0 and one other value, as 0/1 or "
+                                         r"0/255\); this one holds values from 0.05 to 0.9: threshold it first"):
         metrics.pointing_game(exp, soft)
     with pytest.raises(ValueError, match=r"^truth: the mask holds NaN"):
         metrics.pointing_game(exp, np.full((100, 100), np.nan))

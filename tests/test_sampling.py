@@ -357,7 +357,7 @@ def test_absurd_counts_are_refused_by_name(tiny, image):
 
     with pytest.raises(ValueError, match=r"^n_samples: 1000000000 samples of \d+ segments need [\d.]+ GiB"):
         unveil.explain(tiny, image, method="lime", n_samples=10**9, progress=False)
-    with pytest.raises(ValueError, match=r"^n_steps: 1000000000 path points.* more than the 100000 allowed"):
+    with pytest.raises(ValueError, match=r"^n_steps: 1000000000 path points.* more than the 10000 allowed"):
         unveil.explain(tiny, image, method="integrated_gradients", n_steps=10**9, progress=False)
     a, w = ig_nodes(3000)  # scipy's nodes past 200 steps: the same rule, fast
     ref_x, ref_w = np.polynomial.legendre.leggauss(300)

@@ -444,6 +444,8 @@ def test_a_budget_sees_the_same_elements_with_any_lookahead():
     elements seen and the set are lookahead 1's."""
     w = modular([2.0, 9.0, 2.0, 6.0, 7.0, 3.0])
     assert streak(w, range(6), 2, 0.5, budget=4, lookahead=3) == streak(w, range(6), 2, 0.5, budget=4)
+    assert streak(w, range(6), 2, 0.5, budget=4, lookahead=3).lookahead == 1  # what was used, not what was asked
+    assert streak(w, range(6), 2, 0.5, lookahead=3).lookahead == 3
     rng = np.random.default_rng(11)
     for _ in range(20):
         f = random_coverage(rng, 25)
@@ -455,10 +457,12 @@ def test_a_budget_sees_the_same_elements_with_any_lookahead():
 
 def test_too_small_eps_and_extreme_gains_are_named():
     f = modular([1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match=r"^eps: 1e-09 with k = 5 would keep up to 7.03e\+09 threshold instances"
-                                         r".* the most allowed is 100000, which needs eps >= 7e-05"):
-        streak(f, range(3), 5, 1e-9)
-    assert max_live_instances(5, 7.1e-5) < 100_000 < max_live_instances(5, 6.9e-5)
+    for k, eps, bound, least in ((5, 1e-9, "7.026e\\+09", "7.1e-05"), (20, 1e-4, "1.118e\\+05", "0.00012")):
+        with pytest.raises(ValueError, match=rf"^eps: {eps!r} with k = {k} would keep up to {bound} threshold "
+                                             rf"instances .* the most allowed is 100000, which needs eps >= {least}"):
+            streak(f, range(3), k, eps)
+        assert max_live_instances(k, float(least)) <= 100_000  # the value the message gives is accepted
+    assert streak(f, range(3), 5, 7.1e-5).selected  # (many instances, three elements: quick)
     for big in (1e308, 5e-324):
         with pytest.raises(ValueError, match=rf"^streak: a singleton gain of {re.escape(repr(big))} puts the thresholds .* outside "
                                              "the range of floats; rescale the set function"):

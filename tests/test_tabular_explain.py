@@ -878,6 +878,13 @@ def test_small_budgets_name_the_least_budget_that_works():
         assert exp.n_evals <= least
 
 
+def test_a_model_class_is_refused_with_the_fix():
+    from sklearn.linear_model import LinearRegression
+
+    with pytest.raises(TypeError, match=r"^model_fn: got the class LinearRegression, not a model; pass an instance"):
+        explain_tabular(LinearRegression, np.zeros(3), background=np.ones((4, 3)), progress=False)
+
+
 def test_streak_says_so_when_it_keeps_no_feature():
     bg = np.random.default_rng(0).normal(size=(20, 3))
     x = bg.mean(0) - 1  # every feature lowers the score: no gain is positive
@@ -908,10 +915,18 @@ def test_categorical_features_by_a_frames_number_labels():
     same = explain_tabular(model, frame.iloc[0], background=frame, method="kernelshap",
                            categorical_features=[1, "40"], progress=False)  # a position and a label as text
     assert same.params["categorical_features"] == [1, 3]
+    strings = pd.DataFrame(bg, columns=["2", "0", "1", "3"])  # text labels: an int is only ever a position
+    exp = explain_tabular(lambda r: Recorder()(r.to_numpy()), strings.iloc[0], background=strings,
+                          method="kernelshap", categorical_features=[0, "1"], progress=False)
+    assert exp.params["categorical_features"] == [0, 2]
     shuffled = pd.DataFrame(bg, columns=[2, 0, 1, 3])
     with pytest.raises(ValueError, match=r"^categorical_features: 0 is ambiguous: column 0 by position is '2', "
-                                         r"but the DataFrame also has a column labelled 0 \(position 1\)"):
+                                         r"but the DataFrame also has a column labelled 0 \(position 1\); name the column meant as a "
+                                         r"string: '0' for the one labelled 0, '2' for the one at position 0"):
         explain_tabular(model, shuffled.iloc[0], background=shuffled, categorical_features=[0], progress=False)
+    meant = explain_tabular(model, shuffled.iloc[0], background=shuffled, method="kernelshap",
+                            categorical_features=["2"], progress=False)  # as the message says
+    assert meant.params["categorical_features"] == [0]
     plain = pd.DataFrame(bg)  # labels 0..3 are the positions
     exp = explain_tabular(model, plain.iloc[0], background=plain, method="kernelshap", categorical_features=[3],
                           progress=False)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .explanation import Explanation
-from .images import resize
+from .images import check_drawn_for, resize
 from .methods.registry import Context, MethodResult, check_seed, get_method
 from .models.base import _check_batch_size, as_model
 from .segmentation import upsample_labels
@@ -40,30 +40,6 @@ def _check_options(spec, options: dict) -> None:
             f"method {spec.name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
             f"{', '.join(sorted(known)) or '(none)'}"
         )
-
-
-def _same_shape_up_to_scale(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    """Whether an ``a`` (h, w) picture is a ``b`` one at another scale (its aspect within a pixel's rounding)."""
-    return abs(a[0] * b[1] - b[0] * a[1]) <= max(*a, *b)
-
-
-def _check_drawn_for(size: tuple[int, int], input_size: tuple[int, int], options: dict) -> None:
-    """A label map (``segmentation``) or baseline image (``baseline``) given as an array must be drawn for this
-    image: its own size, the same shape at another scale, or the model's input size (it is then resized); a
-    transposed or cropped one is a ValueError instead of being stretched."""
-    for key in ("segmentation", "baseline"):
-        value = options.get(key)
-        if isinstance(value, (str, bytes)) or value is None or not hasattr(value, "shape"):
-            continue
-        shape = tuple(int(v) for v in value.shape)
-        if key == "baseline" and isinstance(value, torch.Tensor) and len(shape) == 3 and shape[0] < shape[2]:
-            shape = shape[1:]  # C x H x W
-        if len(shape) < 2 or shape[:2] == input_size or _same_shape_up_to_scale(shape[:2], size):
-            continue
-        what = "label map" if key == "segmentation" else "baseline image"
-        raise ValueError(f"{key}: the {what} is {shape[0]} x {shape[1]} but the image is {size[0]} x {size[1]} "
-                         f"(the model's input {input_size[0]} x {input_size[1]}): not the same picture at another "
-                         "scale (transposed or cropped?); draw it for this image")
 
 
 def _image_segments(result: MethodResult, size: tuple[int, int]) -> np.ndarray:
@@ -145,7 +121,8 @@ def explain(
     if spec.needs_gradients:
         model.require_gradients(spec.name)
     original, x = model.prepare(image)
-    _check_drawn_for(original.shape[:2], tuple(x.shape[-2:]), options)
+    for key in ("segmentation", "baseline"):  # an array drawn for another picture is refused, not stretched
+        check_drawn_for(options.get(key), original.shape[:2], tuple(x.shape[-2:]), key)
     # None and "auto": the model's batch size, resolved (measured if "auto") when the method first needs it
     bs = None if batch_size is None else _check_batch_size(batch_size)
     if bs == "auto":

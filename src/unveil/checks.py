@@ -71,7 +71,14 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def _name_key(name) -> str:
+def integer_text(text: str) -> int | None:
+    """The int a target's text spells in ASCII digits ("7", " -2 "), else None ("²", "٣" and names)."""
+    t = text.strip()
+    digits = t[1:] if t.startswith("-") else t
+    return int(t) if digits.isascii() and digits.isdigit() else None
+
+
+def name_key(name) -> str:
     """A class name compared loosely: case, underscores for spaces and runs of spaces ignored."""
     return " ".join(str(name).replace("_", " ").split()).casefold()
 
@@ -85,14 +92,14 @@ def match_class_name(target: str, labels) -> int | None:
     names = [str(lab) for lab in labels]
     if target in names:
         return names.index(target)
-    key = _name_key(target)
-    keys = [_name_key(n) for n in names]
+    key = name_key(target)
+    keys = [name_key(n) for n in names]
     return keys.index(key) if key in keys else None
 
 
 def check_labels(labels) -> list[str] | None:
-    """``labels`` as a list of str (one per class), or None; a TypeError for a single string, a mapping or
-    anything that is not a sequence of names."""
+    """``labels`` as a list of str (one per class; ints become their text), or None; a TypeError for a single
+    string, a mapping or anything that is not a sequence of names."""
     if labels is None:
         return None
     if isinstance(labels, (str, bytes)) or isinstance(labels, Mapping):
@@ -103,7 +110,8 @@ def check_labels(labels) -> list[str] | None:
         out = list(labels)
     except TypeError:
         raise TypeError(f"labels: expected a list of class names, got {type(labels).__name__}") from None
-    bad = [lab for lab in out if not isinstance(lab, (str, np.str_))]
+    bad = [lab for lab in out if isinstance(lab, (bool, np.bool_))
+           or not isinstance(lab, (str, np.str_, int, np.integer))]
     if bad:
-        raise TypeError(f"labels: every class name must be a str; got {bad[:3]!r}")
+        raise TypeError(f"labels: every class name must be a str (or an int, taken as its text); got {bad[:3]!r}")
     return [str(lab) for lab in out]

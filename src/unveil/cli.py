@@ -32,10 +32,6 @@ def _batch_size(text: str):
     return "auto" if text == "auto" else _positive_int(text, " or 'auto'")
 
 
-def _target(text: str):
-    return int(text) if text.strip().lstrip("-").isdigit() else text
-
-
 #: Python's spellings of the JSON constants, accepted in -o KEY=VALUE too.
 _PY_CONSTANTS = {"True": True, "False": False, "None": None}
 
@@ -92,10 +88,16 @@ def check_options(methods, args) -> None:
     for key, _ in args.option or []:
         if not any(key in get_method(m).options for m in methods):
             raise ValueError(f"--option {key}: none of the methods {', '.join(methods)} has this option")
-    if getattr(args, "samples", None) is not None and not any(_sample_option(m) for m in methods):
-        takers = [m for m in _all_methods() if _sample_option(m)]
-        raise ValueError(f"--samples: none of the methods {', '.join(methods)} draws samples (those that do: "
-                         f"{', '.join(takers)}); set their own options with -o KEY=VALUE")
+    if getattr(args, "samples", None) is not None:
+        samplers = [m for m in methods if _sample_option(m)]
+        if not samplers:
+            takers = [m for m in _all_methods() if _sample_option(m)]
+            raise ValueError(f"--samples: none of the methods {', '.join(methods)} draws samples (those that do: "
+                             f"{', '.join(takers)}); set their own options with -o KEY=VALUE")
+        given = {k for k, _ in args.option or []}
+        if all(_sample_option(m) in given for m in samplers):
+            raise ValueError(f"--samples {args.samples}: every chosen method's sample count is already set with -o "
+                             f"({', '.join(sorted({_sample_option(m) for m in samplers}))}); give one or the other")
     if getattr(args, "budget", None) is not None and not any(get_method(m).uses_budget for m in methods):
         takers = [m for m in _all_methods() if get_method(m).uses_budget]
         raise ValueError(f"--budget: none of the methods {', '.join(methods)} takes a budget (the perturbation "
@@ -340,12 +342,14 @@ def cmd_compare(args) -> int:
 
 
 def mask_from_image(img):
-    """An object mask from a mask picture (H x W x C in [0, 1]): where it is opaque when it has transparency
-    (an alpha channel below 1 somewhere: the object drawn on a transparent background), else where its colour
-    is light (mean over the colour channels > 0.5: white on black)."""
+    """An object mask from a mask picture (H x W x C in [0, 1]): with transparent parts (alpha under 0.5
+    somewhere: the object drawn on a transparent background), where it is more opaque than halfway between
+    its least and most opaque pixels; else where its colour is light (mean over the colour channels > 0.5:
+    white on black)."""
     channels = img.shape[2]
-    if channels in (2, 4) and (img[..., -1] < 1.0).any():
-        return img[..., -1] > 0.5
+    alpha = img[..., -1] if channels in (2, 4) else None
+    if alpha is not None and (alpha < 0.5).any():
+        return alpha > (float(alpha.min()) + float(alpha.max())) / 2
     colour = img[..., : channels - 1] if channels in (2, 4) else img
     return colour.mean(axis=2) > 0.5
 
@@ -377,7 +381,8 @@ def cmd_evaluate(args) -> int:
         try:
             object_mask(truth, *image.shape[:2])  # a bad box or mask fails before any long work
         except ValueError as err:
-            raise ValueError(f"{'--box' if args.mask is None else '--mask'}: {err}") from None
+            message = str(err).removeprefix("truth: ")
+            raise ValueError(f"{'--box' if args.mask is None else '--mask'}: {message}") from None
     model = load_cli_model(args.model, args.batch_size)
     if get_method(method).needs_gradients:
         model.require_gradients(method)
@@ -475,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", type=_method_list, default=[DEFAULT_METHOD],
                    help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
-    p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
+    p.add_argument("--target", default=None, help="class number or name (default: top class)")
     p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
@@ -495,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_method_list, default=["lime", "occlusion"],
                    help="comma-separated methods (default lime,occlusion)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
-    p.add_argument("--target", type=_target, action="append", default=None,
+    p.add_argument("--target", action="append", default=None,
                    help="class number or name (repeatable: two targets show the classes side by side)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
     p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
@@ -518,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: deletion,insertion,randomization,stability,pointing_game "
                         "(default deletion,insertion)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
-    p.add_argument("--target", type=_target, default=None, help="class number or name (default: top class)")
+    p.add_argument("--target", default=None, help="class number or name (default: top class)")
     p.add_argument("--budget", type=int, default=None, help="most model evaluations (perturbation methods)")
     p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",

@@ -93,7 +93,8 @@ def check_alpha(alpha: str, background) -> np.ndarray:
         raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1] (white: 1.0), got "
                          f"{background!r}") from None
     if bg.size not in (1, 3) or not np.all(np.isfinite(bg)) or bg.min() < 0 or bg.max() > 1:
-        raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1], got {background!r}")
+        raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1] (white: 1.0), got "
+                         f"{background!r}")
     return bg
 
 
@@ -280,6 +281,53 @@ def load_image(image: ImageLike, name: str = "image", *, channels: int | None = 
                 f"{name}: expected a file path, a PIL image, a numpy array or a tensor, got {type(image).__name__}"
             )
     return fit_channels(x, channels, alpha, background, name)
+
+
+def same_picture(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether an ``a`` (h, w) array and a ``b`` one can be the same picture at two scales: each side may be a
+    pixel off from rounding, so the aspect ratios h / w they allow must overlap (a transposed or cropped
+    picture's do not; a side of 1 pixel allows any)."""
+    def ratios(h, w):
+        return (h - 1) / (w + 1), (np.inf if w <= 1 else (h + 1) / (w - 1))
+
+    (lo_a, hi_a), (lo_b, hi_b) = ratios(*a), ratios(*b)
+    return lo_a <= hi_b and lo_b <= hi_a
+
+
+def picture_shape(value) -> tuple[int, int] | None:
+    """(h, w) of an image-like option value: an array (H x W [x C]), a tensor (C x H x W when its first
+    dimension is the smallest, as :func:`load_image` reads it), a PIL image, or an image file's header; None
+    for anything else (names, batches, unreadable files: those get their own errors later)."""
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            from PIL import Image
+
+            with Image.open(value) as img:
+                return img.size[1], img.size[0]
+        except Exception:  # noqa: BLE001 - not an image file (a baseline name, a .npy): no shape to check here
+            return None
+    if type(value).__module__.startswith("PIL.") and hasattr(value, "size") and hasattr(value, "getbands"):
+        return value.size[1], value.size[0]
+    shape = getattr(value, "shape", None)
+    if shape is None or len(shape) not in (2, 3):
+        return None
+    shape = tuple(int(v) for v in shape)
+    if len(shape) == 3 and not isinstance(value, np.ndarray) and shape[0] < min(shape[1], shape[2]):
+        shape = shape[1:]  # a C x H x W tensor
+    return shape[0], shape[1]
+
+
+def check_drawn_for(value, size: tuple[int, int], input_size: tuple[int, int], key: str) -> None:
+    """A ValueError when ``value`` (a label map for ``segmentation``, an image for ``baseline``) is a picture
+    that is neither ``size`` at another scale (see :func:`same_picture`) nor the model's ``input_size``: a
+    transposed or cropped one would otherwise be stretched without a word."""
+    shape = picture_shape(value)
+    if shape is None or shape == tuple(input_size) or same_picture(shape, tuple(size)):
+        return
+    what = "label map" if key == "segmentation" else "baseline image"
+    raise ValueError(f"{key}: the {what} is {shape[0]} x {shape[1]} but the image is {size[0]} x {size[1]} (the "
+                     f"model's input {input_size[0]} x {input_size[1]}): not the same picture at another scale "
+                     "(transposed or cropped?); draw it for this image")
 
 
 def _clip_to(out: np.ndarray, image: np.ndarray) -> np.ndarray:

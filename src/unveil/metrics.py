@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .explanation import Explanation
-from .images import resize
+from .images import check_drawn_for, resize
 from .models.base import Model, as_model, module_lock
 from .checks import MAX_SEED, check_positive, check_seed
 from .perturb import Perturber, make_baseline
@@ -349,6 +349,7 @@ class Deletion(_Causal):
 
     def _baseline(self, x, explanation):
         if self.baseline is not None:
+            check_drawn_for(self.baseline, explanation.map.shape, tuple(x.shape[1:]), "baseline")
             return self._make(x, self.baseline, explanation, strict=True)
         kind = explanation.params.get("baseline") if isinstance(explanation.params, dict) else None
         if kind is None:
@@ -587,7 +588,7 @@ class Stability:
 
 # ----------------------------------------------------------------------------- pointing game
 def object_mask(truth, h: int, w: int) -> np.ndarray:
-    """The object as an H x W bool mask, from ``truth``: a mask (bool, or numbers that are all 0 or 1) of that
+    """The object as an H x W bool mask, from ``truth``: a mask (bool, or numbers 0 and one other value) of that
     shape, or a box (x0, y0, x1, y1) in its pixels (x1, y1 exclusive). A ValueError names what is wrong: a
     soft or NaN mask (threshold it first: ``mask > 0.5``), an empty one, a box outside the picture."""
     try:
@@ -611,9 +612,11 @@ def object_mask(truth, h: int, w: int) -> np.ndarray:
     if arr.dtype != bool:
         if not np.all(np.isfinite(arr)):
             raise ValueError("truth: the mask holds NaN or infinite values")
-        if not np.all((arr == 0) | (arr == 1)):
-            raise ValueError(f"truth: a mask must be boolean (or all 0 and 1); this one holds values from "
-                             f"{float(arr.min()):.4g} to {float(arr.max()):.4g}: threshold it first (mask > 0.5)")
+        top = arr.max() if arr.size else 0
+        if not (top > 0 and np.all((arr == 0) | (arr == top))):
+            raise ValueError(f"truth: a mask must be boolean (or 0 and one other value, as 0/1 or 0/255); this one "
+                             f"holds values from {float(arr.min()):.4g} to {float(top):.4g}: threshold it first "
+                             "(mask > 0.5)")
     mask = arr.astype(bool)
     if not mask.any():
         raise ValueError("truth: the mask is empty")

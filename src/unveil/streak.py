@@ -52,7 +52,8 @@ class SelectionResult:
     ``lookahead`` 1), per window of elements plus re-asked queries (``lookahead`` > 1), or per round (greedy).
     ``threshold``: the winning instance's tau (None for a singleton, greedy or random). ``method``: its name.
     ``singletons``: STREAK's (element, f({element}) - f(empty)) for every element seen, in arrival order (it
-    evaluates every singleton anyway, to track the largest).
+    evaluates every singleton anyway, to track the largest). ``lookahead``: the one STREAK used (1 under a
+    budget, whatever was asked).
     """
 
     selected: tuple
@@ -67,6 +68,7 @@ class SelectionResult:
     threshold: float | None = None
     method: str = "streak"
     singletons: tuple = ()
+    lookahead: int = 1
 
     @property
     def max_live(self) -> int:
@@ -270,7 +272,7 @@ def streak(
     ``f``: batched oracle ``f(list of tuples) -> values`` (``batched=False``: ``f(tuple) -> value``), meant
     monotone and normalized; gains are taken relative to f(empty set), which is evaluated once unless
     ``empty_value`` gives it. ``eps`` in (0, 1): threshold spacing (smaller = more instances, better value,
-    more oracle calls; at most :data:`MAX_INSTANCES` instances, so eps >= ~2e-4 for k = 5). ``budget``: the
+    more oracle calls; at most :data:`MAX_INSTANCES` instances, so eps >= 7.1e-5 for k = 5). ``budget``: the
     most oracle calls (sets evaluated); the stream stops before an element whose batch would exceed it.
     ``lookahead``: elements whose queries go in one oracle call (under the instances' sets before the window;
     a query a decision inside the window changed is asked again): the same decisions in fewer, larger calls,
@@ -281,7 +283,9 @@ def streak(
     bound = max_live_instances(k, eps)
     if bound > MAX_INSTANCES:
         least = 1.0 - math.exp(-math.log(9.0 * k**3) / (MAX_INSTANCES - 2))
-        raise ValueError(f"eps: {eps!r} with k = {k} would keep up to {bound:.3g} threshold instances "
+        scale = 10.0 ** math.floor(math.log10(least))
+        least = math.ceil(least / scale * 10) / 10 * scale  # two digits, rounded up: the value itself passes
+        raise ValueError(f"eps: {eps!r} with k = {k} would keep up to {bound:.4g} threshold instances "
                          f"(2 - ln(9 k^3) / ln(1 - eps)); the most allowed is {MAX_INSTANCES}, which needs "
                          f"eps >= {least:.2g}")
     if isinstance(lookahead, (bool, np.bool_)) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
@@ -369,7 +373,7 @@ def streak(
     else:
         sel, gains, value, tau = (), (), 0.0, None
     return SelectionResult(sel, gains, float(value), f0, oracle.calls, n_seen, stopped, tuple(history),
-                           tuple(calls), tau, "streak", tuple(singles))
+                           tuple(calls), tau, "streak", tuple(singles), lookahead)
 
 
 # ----------------------------------------------------------------------------- baselines

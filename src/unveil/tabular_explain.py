@@ -41,7 +41,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .checks import check_bool, check_positive, match_class_name, scalar_target
+from .checks import check_bool, check_positive, integer_text, match_class_name, scalar_target
 from .explanation import Explanation
 from .methods.kernelshap import constrained_fit, sample_coalitions, shapley_kernel
 from .methods.lime import SELECTIONS, fit_surrogate, weighted_r2
@@ -154,6 +154,9 @@ def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, s
 
     from .models.base import Model, class_scores, module_lock
 
+    if isinstance(model_fn, type):
+        raise TypeError(f"model_fn: got the class {model_fn.__name__}, not a model; pass an instance, e.g. "
+                        f"{model_fn.__name__}(), trained or with its weights loaded")
     if isinstance(model_fn, Model):
         model = model_fn
         bs = model.batch_size if isinstance(model.batch_size, int) else None
@@ -288,7 +291,7 @@ def _check_inputs(x, background, feature_names):
     return x, background, [str(s) for s in names], frame
 
 
-def _check_categorical(value, feature_names: list[str], columns: list[str] | None) -> list[int]:
+def _check_categorical(value, feature_names: list[str], columns: list | None) -> list[int]:
     """The sorted column indices named by ``categorical_features`` (indices 0..F-1 or names, from
     ``feature_names`` or the DataFrame's columns; one name or index alone is taken as a list of one). A
     DataFrame's number labels are matched too: an int that is a label but no position is that label's column;
@@ -302,22 +305,24 @@ def _check_categorical(value, feature_names: list[str], columns: list[str] | Non
     except TypeError:
         raise TypeError(f"categorical_features: expected a list of column indices or names, got "
                         f"{type(value).__name__}") from None
-    column_labels = {name: j for j, name in enumerate(columns or [])}
-    lookup = dict(column_labels)
+    number_labels = {int(c): j for j, c in enumerate(columns or [])  # a DataFrame's labels that are numbers
+                     if isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_))}
+    lookup = {str(c): j for j, c in enumerate(columns or [])}
     lookup.update({name: j for j, name in enumerate(feature_names)})
     out, unknown, out_of_range, bad = set(), [], [], []
     for item in items:
         if isinstance(item, (bool, np.bool_)):
             bad.append(item)
         elif isinstance(item, (int, np.integer)):
-            as_label = column_labels.get(str(int(item)))  # a DataFrame whose column labels are numbers
+            as_label = number_labels.get(int(item))
             if as_label is not None and not 0 <= item < n:
                 out.add(as_label)
             elif as_label is not None and as_label != item:
                 raise ValueError(f"categorical_features: {int(item)} is ambiguous: column {int(item)} by position "
                                  f"is {feature_names[int(item)]!r}, but the DataFrame also has a column labelled "
-                                 f"{int(item)} (position {as_label}); pass the label as a string "
-                                 f"('{int(item)}') or the position of the column meant")
+                                 f"{int(item)} (position {as_label}); name the column meant as a string: "
+                                 f"'{int(item)}' for the one labelled {int(item)}, "
+                                 f"{feature_names[int(item)]!r} for the one at position {int(item)}")
             elif 0 <= item < n:
                 out.add(int(item))
             else:
@@ -355,10 +360,11 @@ def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> in
         found = match_class_name(target, class_names)
         if found is not None:
             return found
-        if not (target.strip().lstrip("-").isascii() and target.strip().lstrip("-").isdigit()):
+        number = integer_text(target)
+        if number is None:
             known = f"; the classes are {list(class_names)}" if class_names is not None else ""
             raise ValueError(f"target {target!r}: no output of that name{known}")
-        target = int(target)
+        target = number
     if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
         raise TypeError(f"target: expected an output number or class name, got {type(target).__name__}")
     if not 0 <= target < n_outputs:
@@ -755,7 +761,8 @@ def streak(ctx: TableContext, *, k: int = 5, eps: float = 0.7, baseline="mean", 
         singles[int(u)] = gain
     return weights, {"selected": chosen, "gains": [float(g) for g in res.gains], "value": float(res.value),
                      "base_value": float(res.empty_value), "oracle_calls": int(res.oracle_calls),
-                     "n_seen": int(res.n_seen), "stopped": bool(res.stopped), "singleton_gains": singles}
+                     "n_seen": int(res.n_seen), "stopped": bool(res.stopped), "lookahead": int(res.lookahead),
+                     "singleton_gains": singles}
 
 
 # ----------------------------------------------------------------------------- the entry point
@@ -808,8 +815,7 @@ def explain_tabular(
     budget = _check_int(budget, "budget", 2, "model evaluations")
     fn, names, model_bs, name = _model_function(model_fn)
     x, background, feature_list, frame = _check_inputs(x, background, feature_names)
-    categorical = _check_categorical(categorical_features, feature_list,
-                                     [str(c) for c in frame[1]] if frame is not None else None)
+    categorical = _check_categorical(categorical_features, feature_list, frame[1] if frame is not None else None)
     bs = _check_int(batch_size, "batch_size", 1, "rows per call") or model_bs or DEFAULT_BATCH_ROWS
     model = TableModel(fn, bs, budget, name="model_fn" if name in ("", "<lambda>") else name, frame=frame,
                        progress=progress, desc=method)

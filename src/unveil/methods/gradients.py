@@ -123,8 +123,9 @@ def chunked_gradients(model, chunks: Iterable[torch.Tensor], target: int, *, out
         yield backward_scores(model, xb, raw, target, output)
 
 
-#: The most path points integrated gradients takes (each one is a forward and backward pass).
-MAX_STEPS = 100_000
+#: The most path points integrated gradients takes (each one is a forward and backward pass; Gauss-Legendre
+#: nodes for 10000 take ~2.5 s to compute, and 500 steps already integrate to under 2 % on the default model).
+MAX_STEPS = 10_000
 
 
 def ig_nodes(n_steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:

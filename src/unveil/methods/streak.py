@@ -155,6 +155,7 @@ def streak(
         "n_features": n_seg,
         "n_seen": int(res.n_seen),
         "stopped": bool(res.stopped),
+        "lookahead": int(res.lookahead),  # the one used: 1 under a budget
         "max_live": int(res.max_live),
         "live_history": list(res.history),
         "threshold": res.threshold,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import threading
 import time
 import weakref
@@ -19,7 +20,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..checks import _name_key, check_labels, match_class_name, scalar_target
+from ..checks import check_labels, integer_text, match_class_name, name_key, scalar_target
 from ..images import check_alpha, load_image, resize
 
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes"]
@@ -335,14 +336,14 @@ class Model:
             found = match_class_name(target, self.labels)  # a class name wins over a number ("5" as a label)
             if found is not None:
                 return found
-            digits = target.strip()
-            if digits.lstrip("-").isascii() and digits.lstrip("-").isdigit():
-                target = int(digits)
+            number = integer_text(target)
+            if number is not None:
+                target = number
             else:
                 if self.labels is None:
                     raise ValueError(f"target {target!r}: this model has no class names; pass a class number")
-                wanted = _name_key(target)
-                near = [lab for lab in self.labels if wanted in _name_key(lab)][:5]
+                wanted = name_key(target)
+                near = [lab for lab in self.labels if wanted in name_key(lab)][:5]
                 hint = f"; did you mean one of {near}?" if near else ""
                 raise ValueError(f"target {target!r}: no class of that name{hint}")
         if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
@@ -418,11 +419,12 @@ class Model:
             try:
                 out = class_scores(self.fn(z), self.name)
             except RuntimeError as err:
-                if "channels, but got" in str(err) and "expected input" in str(err):
-                    raise RuntimeError(  # a first convolution made for another channel count
+                wants = re.search(r"expected input\[[^\]]*\] to have (\d+) channels, but got", str(err))
+                if wants:  # a first convolution made for another channel count
+                    raise RuntimeError(
                         f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); the images reach "
-                        f"it with {z.shape[1]} channels (unveil.Model(..., channels={self.channels}); a grayscale "
-                        "model takes channels=1)") from err
+                        f"it with {z.shape[1]} channel(s) (channels={self.channels}): a model whose input has "
+                        f"{wants.group(1)} takes unveil.Model(..., channels={wants.group(1)})") from err
                 if self.input_size is not None or not any(w in str(err) for w in SIZE_ERRORS):
                     raise  # not a spatial-size mismatch, or not one our choice of size caused
                 raise RuntimeError(  # the image's own size reached the module: say how to fix it
