@@ -225,13 +225,11 @@ def cmd_explain(args) -> int:
     from . import explain
     from .explanation import make_folder
     from .images import load_image
-    from .methods.registry import get_method
+    from .methods.registry import check_model_for, get_method
 
     check_options(args.method, args)
     model = load_cli_model(args.model, args.batch_size)
-    for method in args.method:  # a model without gradients fails before any method runs
-        if get_method(method).needs_gradients:
-            model.require_gradients(method)
+    check_model_for(model, args.method)  # a model without gradients fails before any method runs
     out = make_folder(Path(args.out), "--out")
     images = []
     for path in args.images:  # check every input first: a bad file fails before any long work
@@ -359,7 +357,7 @@ def cmd_evaluate(args) -> int:
 
     from . import explain
     from .images import load_image
-    from .methods.registry import get_method
+    from .methods.registry import check_model_for, get_method
     from .metrics import evaluate, object_mask
 
     if len(args.method) != 1:
@@ -384,8 +382,7 @@ def cmd_evaluate(args) -> int:
             message = str(err).removeprefix("truth: ")
             raise ValueError(f"{'--box' if args.mask is None else '--mask'}: {message}") from None
     model = load_cli_model(args.model, args.batch_size)
-    if get_method(method).needs_gradients:
-        model.require_gradients(method)
+    check_model_for(model, [method])
     budget = args.budget if get_method(method).uses_budget else None
     exp = explain(model, image, method=method, target=args.target, seed=args.seed, budget=budget,
                   progress=not args.no_progress, **method_options(method, args))

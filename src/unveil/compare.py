@@ -107,7 +107,7 @@ class Comparison:
 
 
 def _check_methods(methods, model) -> list:
-    from .methods.registry import get_method
+    from .methods.registry import check_model_for
 
     if methods is None:
         methods = list(DEFAULT_COMPARE_METHODS)
@@ -117,11 +117,7 @@ def _check_methods(methods, model) -> list:
         raise ValueError(f"methods: expected a non-empty list of method names, got {methods!r}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods: a method is named twice in {list(methods)}")
-    specs = [get_method(m) for m in methods]
-    for spec in specs:
-        if spec.needs_gradients:
-            model.require_gradients(spec.name)
-    return specs
+    return check_model_for(model, methods)
 
 
 def compare(

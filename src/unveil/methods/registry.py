@@ -183,6 +183,16 @@ def register(name: str, *, family: str, description: str, needs_gradients: bool 
     return deco
 
 
+def check_model_for(model, methods) -> list[MethodSpec]:
+    """The specs of ``methods`` (names), after checking that ``model`` can run each: a gradient method on a
+    model without gradients (a callable, an ONNX graph) is an error naming the method, before any work."""
+    specs = [get_method(m) for m in methods]
+    for spec in specs:
+        if spec.needs_gradients:
+            model.require_gradients(spec.name)
+    return specs
+
+
 def get_method(name: str) -> MethodSpec:
     from . import _discover
 
