@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import copy
+import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -225,6 +226,17 @@ def test_randomization_refuses_a_callable(region_setup):
     img, mask, model = region_setup
     with pytest.raises(TypeError, match="callable"):
         metrics.randomization(model, img, manual(mask, img))
+
+
+def test_randomization_of_a_constant_map_is_undefined_not_a_pass(tiny, image):
+    flat = dataclasses.replace(unveil.explain(tiny, image, method="saliency", progress=False),
+                               map=np.zeros(image.shape[:2], np.float32))
+    with pytest.warns(UserWarning, match=r"^randomization: the explanation's map is constant .* score NaN"):
+        res = metrics.Randomization(max_steps=2)(tiny, image, flat)
+    assert np.isnan(res.score) and res.n_evals == 0  # was 0.0: the best score, for a map with no information
+    data = res.to_dict()
+    assert data["score"] is None and data["y"] == [None]
+    json.dumps(data, allow_nan=False)  # strict JSON
 
 
 def test_stability_of_a_deterministic_and_a_sampling_method(tiny, image):

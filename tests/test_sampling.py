@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import unveil
+from unveil import metrics
 from unveil.methods.rise import draw_grids
 from unveil.segmentation import grid
 
@@ -245,7 +246,8 @@ def test_rise_map_is_the_papers_formula_with_skimage_masks():
     n, s, p = 30, 5, 0.5
     img = np.random.default_rng(5).random((h, w, 3)).astype(np.float32)
     model = unveil.Model(net, input_size=(h, w), batch_size=7)
-    exp = unveil.explain(model, img, method="rise", target=2, seed=9, n_masks=n, s=s, p=p, progress=False)
+    exp = unveil.explain(model, img, method="rise", target=2, seed=9, n_masks=n, s=s, p=p, centered=False,
+                         progress=False)
     grids, shifts = draw_grids(np.random.default_rng(9), n, s, p, (h, w))
     cell = math.ceil(h / s)
     masks = np.stack([
@@ -378,3 +380,86 @@ def test_one_segment_gets_the_whole_change_in_kernelshap_and_shapley(tiny, image
         assert exp.weights.shape == (1,)
         assert exp.weights[0] == pytest.approx(whole - blank.score, abs=1e-6)  # f(image) - f(black)
     assert unveil.explain(tiny, image, method="kernelshap", segmentation=labels, progress=False).n_evals == 2
+
+
+def test_centered_rise_is_the_papers_sum_with_the_mean_score_as_control_variate():
+    """Centered RISE = (sum f_i M_i - mean(f) sum M_i) / (N p) + mean(f), from the same masks as the paper's
+    sum; adding a constant to the scores shifts it by that constant (the paper's sum can reorder its pixels),
+    and a model that ignores its input gets an exactly constant map."""
+    h = w = 32
+
+    def scores(c):
+        def f(batch):
+            s = batch[:, :16, :16, 0].mean(axis=(1, 2))
+            return np.stack([s + c, -s + c], 1)
+        return f
+
+    img = np.random.default_rng(1).random((h, w, 3)).astype(np.float32)
+    maps = {}
+    for c in (0.0, 1000.0):
+        model = unveil.Model(scores(c), input_size=(h, w), outputs="scores", batch_size=256)
+        for centered in (True, False):
+            maps[c, centered] = unveil.explain(model, img, method="rise", target=0, n_masks=300, seed=4,
+                                               centered=centered, progress=False).map.astype(np.float64)
+    np.testing.assert_allclose(maps[1000.0, True] - maps[0.0, True], 1000.0, atol=1e-3)  # a shift, no reordering
+    assert metrics.spearman(maps[0.0, False], maps[1000.0, False]) < 0.9  # the paper's sum: reordered
+    # the same masks by hand: centered from the paper's pieces
+    grids, shifts = draw_grids(np.random.default_rng(4), 300, 7, 0.5, (h, w))
+    from unveil.methods.rise import upsample_masks
+
+    m = upsample_masks(grids, shifts, (h, w), torch.device("cpu")).double().numpy()
+    f = scores(0.0)((m[..., None] * img[None]).astype(np.float32))[:, 0].astype(np.float64)
+    paper = np.tensordot(f, m, axes=1) / (300 * 0.5)
+    np.testing.assert_allclose(maps[0.0, False], paper, atol=1e-5)
+    centered = (np.tensordot(f, m, axes=1) - f.mean() * m.sum(0)) / (300 * 0.5) + f.mean()
+    np.testing.assert_allclose(maps[0.0, True], centered, atol=1e-5)
+    flat = unveil.Model(lambda b: np.tile([0.2, 0.8], (len(b), 1)), input_size=(h, w), batch_size=64)
+    const = unveil.explain(flat, img, method="rise", target=1, n_masks=200, progress=False).map
+    np.testing.assert_allclose(const, 0.8, atol=1e-6)
+
+
+def test_scores_that_do_not_vary_give_exact_zeros_and_r2_one():
+    class Const(torch.nn.Module):  # differentiable, but its output ignores the input
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0, 0.5])
+
+    model = unveil.Model(Const(), input_size=(32, 32), batch_size=16)
+    img = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)
+    for opts in ({}, {"surrogate": "lasso"}, {"surrogate": "tree"}):
+        exp = unveil.explain(model, img, method="lime", n_samples=64, n_features=8, progress=False, **opts)
+        assert not exp.weights.any() and exp.extras["r2"] == 1.0, opts  # were +-1e-32 and R2 0, 1 or -24
+    X = np.random.default_rng(0).normal(size=(100, 4))
+    table = unveil.explain_tabular(lambda r: np.full(len(r), 7.0), X[0], background=X, method="lime",
+                                   progress=False)
+    assert not table.weights.any() and table.extras["r2"] == 1.0  # was -168
+
+
+def test_lime_kernel_weights_at_extreme_widths():
+    from unveil.methods.lime import kernel_weights
+
+    masks = np.random.default_rng(0).integers(0, 2, (50, 8)).astype(np.uint8)
+    masks[0] = 1
+    wide = kernel_weights(masks, 1e200)  # was an OverflowError from width ** 2
+    np.testing.assert_allclose(wide, 1.0)
+    narrow = kernel_weights(masks, 1e-160)  # the full mask is at distance 0: weight 1, the rest 0
+    assert narrow[0] == 1.0 and not narrow[1:][masks[1:].min(axis=1) == 0].any()
+
+
+def test_kernelshap_uniform_sampling_over_many_segments():
+    """The Shapley kernel of 1600 segments underflows (C(K, k) overflows): weights are normalized in log
+    space, and the attributions still sum to f(all) - f(none)."""
+    from unveil.methods.kernelshap import shapley_kernel
+
+    lw = shapley_kernel(np.array([1, 800, 1599]), 1600, log=True)
+    assert np.all(np.isfinite(lw)) and lw[0] == pytest.approx(lw[2]) and lw[1] < lw[0] - 1000
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    model = unveil.Model(net.eval(), input_size=(40, 40), batch_size=64)
+    img = np.random.default_rng(2).random((40, 40, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="kernelshap", segmentation=np.arange(1600).reshape(40, 40),
+                         n_samples=40, sampling="uniform", baseline="zero", progress=False)
+    assert np.all(np.isfinite(exp.weights))
+    assert exp.weights.sum() == pytest.approx(exp.extras["f_all"] - exp.extras["intercept"], abs=1e-6)

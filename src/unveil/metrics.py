@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -94,12 +95,12 @@ class MetricResult:
         """JSON-ready values (arrays as lists)."""
         from .explanation import _jsonable
 
-        return {
+        return {  # strict JSON: NaN (an undefined score or point) is written as null
             "name": self.name,
-            "score": float(self.score),
+            "score": _jsonable(float(self.score)),
             "higher_is_better": self.higher_is_better,
-            "x": np.asarray(self.x).tolist(),
-            "y": np.asarray(self.y).tolist(),
+            "x": [_jsonable(float(v)) for v in np.asarray(self.x, dtype=np.float64).reshape(-1)],
+            "y": [_jsonable(float(v)) for v in np.asarray(self.y, dtype=np.float64).reshape(-1)],
             "x_label": self.x_label,
             "y_label": self.y_label,
             "details": {k: (v.tolist() if isinstance(v, np.ndarray) else _jsonable(v)) for k, v in self.details.items()},
@@ -489,6 +490,15 @@ class Randomization:
         layers = _parametrized_layers(model.fn)
         if not layers:
             raise ValueError(f"randomization: model {model.name!r} has no parameters to randomize")
+        if np.ptp(np.abs(explanation.map) if self.absolute else explanation.map) == 0:
+            warnings.warn("randomization: the explanation's map is constant (e.g. all 0), so it ranks no pixel and "
+                          "the check is undefined: score NaN (a rank correlation with a constant counts as 0, "
+                          "which would read as a perfect pass)", UserWarning, stacklevel=2)
+            return MetricResult(name=self.name, score=float("nan"), higher_is_better=self.higher_is_better,
+                                x=np.zeros(1), y=np.full(1, np.nan),
+                                x_label="cascade step (layers randomized from the top)",
+                                y_label="Spearman correlation with the original map",
+                                details={"constant_map": True, "absolute": self.absolute}, n_evals=0)
         layers = _in_call_order(model, model.prepare(image)[1], layers)
         top_down = list(reversed(range(len(layers))))
         n_steps = len(layers) if self.max_steps is None else min(self.max_steps, len(layers))

@@ -26,15 +26,17 @@ CHUNK_SAMPLES = 1 << 14
 
 
 # ----------------------------------------------------------------------------- plain functions
-def shapley_kernel(sizes: np.ndarray, n_features: int) -> np.ndarray:
-    """pi(z) = (K - 1) / (C(K, |z|) |z| (K - |z|)) for coalition sizes |z| (inf for 0 and K)."""
+def shapley_kernel(sizes: np.ndarray, n_features: int, log: bool = False) -> np.ndarray:
+    """pi(z) = (K - 1) / (C(K, |z|) |z| (K - |z|)) for coalition sizes |z| (inf for 0 and K); ``log``: its
+    logarithm (C(K, |z|) overflows past ~1030 features, where pi itself underflows to 0)."""
     k = np.asarray(sizes, dtype=np.float64)
     m = float(n_features)
     out = np.full(k.shape, np.inf)
     inner = (k > 0) & (k < m)
     ki = k[inner]
     log_binom = gammaln(m + 1) - gammaln(ki + 1) - gammaln(m - ki + 1)
-    out[inner] = (m - 1) / (np.exp(log_binom) * ki * (m - ki))
+    log_pi = np.log(m - 1) - log_binom - np.log(ki) - np.log(m - ki)
+    out[inner] = log_pi if log else np.exp(log_pi)
     return out
 
 
@@ -145,7 +147,8 @@ def kernelshap(
     if sampling == "kernel":
         w = np.ones(len(y))
     else:
-        w = shapley_kernel(sizes, k)
+        lw = shapley_kernel(sizes, k, log=True)  # normalized in log space: the weights themselves underflow
+        w = np.exp(lw - lw.max()) if len(lw) else lw
         w = w / w.sum() * len(w) if len(w) else w
     if len(y):
         phi = constrained_fit(z, y, w, f_none, f_all)

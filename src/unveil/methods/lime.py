@@ -40,11 +40,24 @@ def kernel_weights(masks: np.ndarray, kernel_width: float = 0.25) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1) * np.sqrt(x.shape[1])
     cos = np.divide(x.sum(axis=1), norms, out=np.zeros(len(x)), where=norms > 0)
     d = 1.0 - cos
-    return np.sqrt(np.exp(-(d**2) / kernel_width**2))
+    d[d < 1e-12] = 0.0  # the full mask is at distance 0 exactly (not 2e-16 of rounding)
+    with np.errstate(over="ignore"):  # (d / width)^2: no overflow for huge widths; inf for tiny ones gives 0
+        return np.sqrt(np.exp(-((d / kernel_width) ** 2)))
+
+
+def constant_scores(y: np.ndarray) -> bool:
+    """Whether the scores ``y`` are all equal, to float rounding (a spread under 1e-12 of their size)."""
+    y = np.asarray(y, dtype=np.float64)
+    return y.size == 0 or float(np.ptp(y)) <= 1e-12 * max(1.0, float(np.max(np.abs(y))))
 
 
 def weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
-    """Weighted coefficient of determination (as sklearn's ``score`` with ``sample_weight``)."""
+    """Weighted coefficient of determination (as sklearn's ``score`` with ``sample_weight``). For scores that
+    do not vary (:func:`constant_scores`) it is 1 when the predictions equal them to the same rounding, else 0
+    (sklearn's convention), instead of a ratio of two rounding errors."""
+    if constant_scores(y):
+        return 1.0 if constant_scores(np.concatenate([np.asarray(y, np.float64), np.asarray(pred, np.float64)])) \
+            else 0.0
     mean = np.average(y, weights=w)
     ss_res = float(np.sum(w * (y - pred) ** 2))
     ss_tot = float(np.sum(w * (y - mean) ** 2))
@@ -90,8 +103,13 @@ def fit_surrogate(
     seed: int = 0,
     max_depth: int | None = None,
 ) -> tuple[np.ndarray, float, float]:
-    """Fit the weighted surrogate; return (weight per feature, intercept, weighted R²)."""
+    """Fit the weighted surrogate; return (weight per feature, intercept, weighted R²). Scores that do not
+    vary (to rounding: :func:`constant_scores`) give weights exactly 0 and R² 1, whatever the surrogate."""
     X = X.astype(np.float64)
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate: unknown {surrogate!r}; choose one of {SURROGATES}")
+    if constant_scores(y):  # nothing to explain: not the fit's rounding noise (1e-32 weights)
+        return np.zeros(X.shape[1]), (float(np.mean(y)) if surrogate != "tree" else float("nan")), 1.0
     if surrogate == "ridge":
         coef, intercept = weighted_ridge(X, y, w, 1.0 if alpha is None else alpha)
         return coef, intercept, weighted_r2(y, X @ coef + intercept, w)

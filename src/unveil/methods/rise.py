@@ -7,8 +7,10 @@ pixel is the score-weighted mean of the masks, normalized by the expected mask v
     map = sum_i f(x_i) M_i / (N p),   x_i = baseline + M_i (x - baseline)
 
 (the paper's estimator of E[f(x_M) | M(pixel) = 1]; with the default zero baseline x_i = M_i x as in the
-paper). The low-resolution grids and shifts are drawn up front (a few bytes per mask); the full-size masks
-are made chunk by chunk and folded into a running sum, so no more than one chunk of them exists at a time.
+paper). By default the mean score is used as a control variate (``centered``): the same expectation, much
+less noise. The low-resolution grids and shifts are drawn in blocks as the passes need them; the full-size
+masks are made chunk by chunk and folded into running sums, so no more than one chunk of them exists at a
+time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from ..checks import check_bool
 from .registry import Context, MethodResult, register
 
 #: Grid cells per side when ``s`` is not given (the paper's 7), fewer for an input with a shorter side.
@@ -124,12 +127,19 @@ def rise(
     s: int | None = None,
     p: float = 0.5,
     baseline="zero",
+    centered: bool = True,
 ) -> MethodResult:
     """``n_masks`` random masks (``budget`` caps them; the paper used 4000 to 8000 on a GPU, 1000 keeps a
     CPU call to seconds), grids of ``s`` x ``s`` cells (default 7, or the input's shorter side when that is
     smaller) kept with probability ``p``; hidden pixels show
-    ``baseline`` (default 'zero', the paper's image times mask). The map is sum_i f(x_i) M_i / (N p).
+    ``baseline`` (default 'zero', the paper's image times mask). The paper's map is sum_i f(x_i) M_i / (N p)
+    (``centered=False``). By default the mean score f̄ is its control variate: sum_i (f(x_i) - f̄) M_i / (N p)
+    + f̄, the same expectation with the noise of the scores' level removed — with 1000 masks the paper's sum
+    carries a ripple of about 3 % of the mean score (10 % over a model that ignores its input, whose centered
+    map is exactly constant), and adding a constant to the scores (logits, margins) can reorder its pixels;
+    the centered map only shifts by that constant.
     """
+    centered = check_bool(centered, "centered")
     if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
         raise ValueError(f"n_masks: expected a positive int, got {n_masks!r}")
     _, h, w = ctx.x.shape
@@ -146,16 +156,26 @@ def rise(
     grids = GridStream(ctx.rng, n, int(s), float(p), (h, w))
     perturber = ctx.perturber(ctx.baseline(baseline), desc="rise")
     device = ctx.x.device
-    total = np.zeros((h, w), dtype=np.float64)  # the running sum (float64 on the host: any device works)
+    total = np.zeros((h, w), dtype=np.float64)  # running sums (float64 on the host: any device works)
+    cover = np.zeros((h, w), dtype=np.float64)  # sum_i M_i, for the centered map
+    score_sum = [0.0]
 
     def make(start: int, stop: int) -> torch.Tensor:  # masks are drawn and made pass by pass, never all at once
         return upsample_masks(*grids.take(start, stop), (h, w), device)
 
     def consume(m: torch.Tensor, probs: np.ndarray) -> None:
-        scores = torch.as_tensor(probs[:, ctx.target], dtype=m.dtype, device=device)
-        total[...] += torch.tensordot(scores, m, dims=1).cpu().numpy()
+        f = np.asarray(probs[:, ctx.target], dtype=np.float64)
+        md = m.double()  # float64 sums: large scores times masks stay in range
+        total[...] += torch.tensordot(torch.as_tensor(f, device=device), md, dims=1).cpu().numpy()
+        cover[...] += md.sum(dim=0).cpu().numpy()
+        score_sum[0] += float(f.sum())
 
     perturber.score_masks(make, n, consume)
-    heat = total / (n * float(p))
-    extras = {"n_masks": n, "s": int(s), "p": float(p), "normalization": "sum_i f(x_i) M_i / (N p)"}
+    if centered:
+        mean = score_sum[0] / n
+        heat = (total - mean * cover) / (n * float(p)) + mean
+        formula = "sum_i (f(x_i) - mean f) M_i / (N p) + mean f"
+    else:
+        heat, formula = total / (n * float(p)), "sum_i f(x_i) M_i / (N p)"
+    extras = {"n_masks": n, "s": int(s), "p": float(p), "centered": centered, "normalization": formula}
     return MethodResult(map=heat, interpolation="bilinear", extras=extras)
