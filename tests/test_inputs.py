@@ -584,3 +584,12 @@ def test_a_module_class_a_wrong_channel_count_and_odd_settings_are_named():
         unveil.Model(Net(), input_size=(16, 16), background="white")
     bf = torch.rand(3, 8, 10).to(torch.bfloat16)
     np.testing.assert_allclose(load_image(bf), bf.float().numpy().transpose(1, 2, 0))
+
+
+def test_scores_beyond_float32_are_named_not_called_infinite():
+    huge = unveil.Model(lambda b: np.tile([1e300, 1.0], (len(b), 1)), input_size=(8, 8), outputs="scores")
+    with pytest.raises(ValueError, match=r"returned scores up to 1e\+300, beyond float32's range \(3.4e38\)"):
+        unveil.explain(huge, np.random.default_rng(0).random((8, 8, 3)), method="occlusion", progress=False)
+    nan = unveil.Model(lambda b: np.tile([np.nan, 1.0], (len(b), 1)), input_size=(8, 8), outputs="scores")
+    with pytest.raises(ValueError, match=r"returned NaN or infinite scores"):
+        unveil.explain(nan, np.random.default_rng(0).random((8, 8, 3)), method="occlusion", progress=False)

@@ -272,3 +272,31 @@ def test_other_perturbations_erase_the_score(perturbation):
     assert true_probability(model, exp.extras["perturbed"]) < 0.1 * exp.score
     r, c = np.unravel_index(np.argmax(exp.map), exp.map.shape)
     assert R0 - 1 <= r <= R1 and C0 - 1 <= c <= C1, (r, c)
+
+
+def test_learned_and_explain_say_so_when_nothing_moves_the_target():
+    import warnings as _w
+
+    class Const(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0, 0.5])
+
+    model = unveil.Model(Const(), input_size=(32, 32), batch_size=16)
+    img = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"^learned: the target's probability did not drop"):
+        unveil.explain(model, img, method="learned", iterations=3, dilation=2, progress=False)
+    for method in ("occlusion", "saliency", "kernelshap"):  # exact zeros, with a word on why
+        with pytest.warns(UserWarning, match=rf"^{method}: the map is all 0: the target's score did not move"):
+            exp = unveil.explain(model, img, method=method, progress=False)
+        assert not exp.map.any()
+    with _w.catch_warnings():
+        _w.simplefilter("error")  # a flat image still gets SmoothGrad's noise (sigma of the [0, 1] range)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                  torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        flat = unveil.explain(unveil.Model(net.eval(), input_size=(32, 32)), np.full((32, 32, 3), 0.5, np.float32),
+                              method="smoothgrad", n_samples=2, noise=0.1, progress=False)
+    assert flat.extras["sigma"] == pytest.approx(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import nullcontext
 
 import numpy as np
@@ -40,6 +41,10 @@ def _check_options(spec, options: dict) -> None:
             f"method {spec.name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
             f"{', '.join(sorted(known)) or '(none)'}"
         )
+
+
+#: Methods whose own warning says why their map is all 0 (explain adds none).
+WARN_OWN_ZERO_MAPS = ("streak", "gradcam")
 
 
 def _image_segments(result: MethodResult, size: tuple[int, int]) -> np.ndarray:
@@ -163,6 +168,12 @@ def explain(
         raise RuntimeError(f"method {spec.name!r} spent {n_evals} evaluations, over its budget of {budget}")
     heat, segments = _to_image_resolution(result, original.shape[:2])
     check_finite_map(heat, spec.name, options)
+    if spec.name not in WARN_OWN_ZERO_MAPS and not np.any(heat):
+        warnings.warn(f"{spec.name}: the map is all 0: the target's score did not move under any of the method's "
+                      "changes to the input. A saturated softmax (probability 1.0 or 0.0 throughout; "
+                      "outputs='scores' explains the raw outputs, gradient methods take output='logit'), a "
+                      "baseline equal to the image, or a model that ignores its input do this", UserWarning,
+                      stacklevel=2)
     params["budget"] = budget
     return Explanation(
         map=heat,

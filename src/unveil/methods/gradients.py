@@ -423,7 +423,8 @@ def smoothgrad(
 ) -> MethodResult:
     """Average ``base``'s attributions over ``n_samples`` copies of the input plus Gaussian noise.
 
-    ``noise``: standard deviation as a fraction of the input's range (max - min; the paper's 10-20 %).
+    ``noise``: standard deviation as a fraction of the input's range (max - min; the paper's 10-20 %; of 1, the
+    range images come in, when the input is flat).
     ``base``: any gradient method (saliency, grad_input, integrated_gradients, elrp, deeplift, gradcam),
     configured by ``base_options``; its baseline, if any, is made from the clean input. The per-channel
     attributions are averaged, then reduced as the base method reduces them. Noise comes from the seed.
@@ -436,7 +437,8 @@ def smoothgrad(
     att = build_attributor(base, ctx, base_options)
     att.progress = False  # one bar, over the samples
     x = ctx.x
-    sigma = float(noise) * float(x.max() - x.min())
+    spread = float(x.max() - x.min())
+    sigma = float(noise) * (spread if spread > 0 else 1.0)  # a flat image: the [0, 1] range images come in
     total = None
     chunk = max(1, ctx.gradient_batch_size)
     with progress_bar(n, f"smoothgrad ({base})", ctx.progress, unit="sample") as bar:

@@ -11,8 +11,9 @@ The map post-processes the difference as the method describes: the channel mean 
 dilation; its centre of mass is reported. Images are in [0, 1] throughout, in
 the model's channel order (RGB for RGB models; any channel count works).
 
-The generator starts as the identity (centred delta kernels plus ``init_noise``) so that x' = x at step 0 and
-early stopping marks the first x' the model no longer recognizes; ``init="random"`` starts from PyTorch's
+The generator starts as the identity (centred delta kernels plus ``init_noise``), so that x' is close to x at
+step 0 (exactly x with ``init_noise=0``; the default noise through the nine convolutions and the rescale
+leaves a mean |x - x'| of about 0.1) and early stopping marks the first x' the model no longer recognizes; ``init="random"`` starts from PyTorch's
 default convolution initialisation instead (x' is then noise at step 0, so early stopping would end the
 optimization at once: combine it with ``stop_below=0``).
 
@@ -225,6 +226,14 @@ def learned(
         dilation=dilation, stop_below=stop_below,
     )
     _finish(outs[0], ctx.image.shape[:2])
+    drop, before = outs[0].extras["score_drop"], outs[0].extras["score_before"]
+    if not drop > 1e-6:  # the relative drop: nothing erased
+        import warnings
+
+        warnings.warn(f"learned: the target's probability did not drop ({before:.4g} before and after "
+                      f"{outs[0].extras['iterations']} steps): the map shows where the generator drifted from "
+                      "the image, not what the model needs (too few iterations, a model that ignores its input "
+                      "or a saturated softmax)", UserWarning, stacklevel=3)
     return MethodResult(map=outs[0].map, interpolation="bilinear", extras=outs[0].extras)
 
 

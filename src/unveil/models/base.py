@@ -579,12 +579,16 @@ class Model:
             out = out.detach().cpu().numpy()
         try:
             arr = np.asarray(out)
-            real = None if np.iscomplexobj(arr) else arr.astype(np.float32)
+            with np.errstate(over="ignore"):
+                real = None if np.iscomplexobj(arr) else arr.astype(np.float32)
         except (TypeError, ValueError) as err:
             raise ValueError(f"model {self.name!r} returned {type(out).__name__} that is not an N x classes "
                              f"array of numbers ({err})") from None
         if real is None:
             raise ValueError(f"model {self.name!r} returned complex numbers; expected real N x classes scores")
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and np.isinf(real).any() and np.isfinite(arr).all():
+            raise ValueError(f"model {self.name!r} returned scores up to {float(np.abs(arr).max()):.4g}, beyond "
+                             "float32's range (3.4e38), in which scores are handled; rescale them")
         out = real
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(
