@@ -158,11 +158,9 @@ def explain(
             counter=counter,
             prediction=prediction,
         )
-        torch_state = torch.random.get_rng_state()
-        try:
-            result = spec.fn(ctx, **options)
-        finally:
-            torch.random.set_rng_state(torch_state)
+        # every random draw comes from the context's own generators: the process's torch random stream is
+        # neither used nor saved and restored (a restore would rewind another thread's draws)
+        result = spec.fn(ctx, **options)
         n_evals = counter[0]
     if budget is not None and n_evals > budget:  # a method bug, never a user error
         raise RuntimeError(f"method {spec.name!r} spent {n_evals} evaluations, over its budget of {budget}")

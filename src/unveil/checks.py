@@ -5,7 +5,10 @@ Each returns the value in its plain Python type or raises a ValueError that name
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -115,3 +118,15 @@ def check_labels(labels) -> list[str] | None:
     if bad:
         raise TypeError(f"labels: every class name must be a str (or an int, taken as its text); got {bad[:3]!r}")
     return [str(lab) for lab in out]
+
+
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def scoped_warnings():
+    """``warnings.catch_warnings()`` taken under one lock: before Python 3.14 it saves and restores the
+    process-wide filter list, so two threads inside it at once can leave one's filters (an "ignore all")
+    installed for good. Every use in unveil goes through here."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        yield

@@ -38,6 +38,8 @@ from typing import Union
 
 import numpy as np
 
+from .checks import scoped_warnings
+
 ImageLike = Union[str, os.PathLike, "PIL.Image.Image", np.ndarray]  # noqa: F821
 
 __all__ = ["load_image", "to_float", "to_float_rgb", "fit_channels", "rgb_projection", "resize", "ALPHA_RULES"]
@@ -226,7 +228,7 @@ def _read_file(path: Path) -> np.ndarray:
             raise ValueError(f"not a readable .npy array file: {path} ({err})") from None
         return to_float(arr, str(path))
     try:
-        with warnings.catch_warnings():
+        with scoped_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()

@@ -97,11 +97,33 @@ def make_baseline(
 SMALL_REQUEST = 8
 
 
+class _NoBar:
+    """What ``progress_bar`` gives when progress is off: a bar's interface that draws nothing (a disabled tqdm
+    would still start tqdm's monitor thread)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "img"):
     """A tqdm bar over ``total`` model inputs, shown only when ``enabled`` and on a terminal; gone when done."""
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=(not enabled) or None, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False)
 
 
 class Perturber:

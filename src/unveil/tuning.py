@@ -25,11 +25,20 @@ def tune_cpu(
 ) -> dict[str, int]:
     """Raise glibc's malloc thresholds in this process; return what was set ({} where not glibc).
 
-    Idempotent. Numerical results are unchanged: only where memory comes from changes.
+    Idempotent: once per process (a later call with other thresholds warns and keeps the first). Numerical
+    results are unchanged: only where memory comes from changes, and how much freed memory the process keeps
+    for reuse (up to about ``trim_threshold`` + ``top_pad``) instead of handing it back.
     """
     global _state
     if _state is not None:
+        asked = {"mmap_threshold": mmap_threshold, "trim_threshold": trim_threshold, "top_pad": top_pad}
+        if _asked is not None and asked != _asked:
+            import warnings
+
+            warnings.warn(f"tune_cpu: already tuned with {_asked}; the thresholds {asked} are not applied (once "
+                          "per process)", UserWarning, stacklevel=2)
         return dict(_state)
+    _remember(mmap_threshold, trim_threshold, top_pad)
     if not sys.platform.startswith("linux"):
         _state = {}
         return {}
@@ -53,6 +62,14 @@ def tune_cpu(
         done["top_pad"] = top_pad
     _state = done
     return dict(done)
+
+
+_asked: dict | None = None  # the thresholds the first call asked for
+
+
+def _remember(mmap_threshold: int, trim_threshold: int, top_pad: int) -> None:
+    global _asked
+    _asked = {"mmap_threshold": mmap_threshold, "trim_threshold": trim_threshold, "top_pad": top_pad}
 
 
 def is_tuned() -> bool:

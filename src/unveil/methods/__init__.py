@@ -8,19 +8,32 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 
 from .registry import Context, MethodResult, MethodSpec, get_method, method_names, method_specs, register
 
 __all__ = ["Context", "MethodResult", "MethodSpec", "get_method", "method_names", "method_specs", "register"]
 
 _loaded = False
+_loading = False
+_lock = threading.RLock()
 
 
 def _discover() -> None:
-    global _loaded
+    """Import every method module once. Marked done only when every import succeeded (an interrupted first
+    call, Ctrl-C during the imports, is tried again next time); other threads wait for it; a call from inside
+    one of the imports (the same thread) returns at once."""
+    global _loaded, _loading
     if _loaded:
         return
-    _loaded = True
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "registry" and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    with _lock:
+        if _loaded or _loading:
+            return
+        _loading = True
+        try:
+            for info in pkgutil.iter_modules(__path__):
+                if info.name != "registry" and not info.name.startswith("_"):
+                    importlib.import_module(f"{__name__}.{info.name}")
+            _loaded = True
+        finally:
+            _loading = False

@@ -382,8 +382,8 @@ class Model:
         stack.append(counter)
         try:
             yield counter
-        finally:
-            stack.remove(counter)
+        finally:  # by identity: two counters holding the same count are equal lists
+            del stack[next(i for i, c in enumerate(stack) if c is counter)]
 
     def _count(self, n: int) -> None:
         with self._lock:
@@ -408,7 +408,6 @@ class Model:
         """Differentiable raw outputs (logits for a torch module) of an N x C x H x W batch in [0, 1]
         (``normalized``: already normalized, see :meth:`normalization`)."""
         self.require_gradients()
-        self._count(x.shape[0])
         z = x if normalized else self._normalize(x)
         dtype = self.dtype
         if dtype is not None and z.dtype != dtype:
@@ -431,6 +430,7 @@ class Model:
                     f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); it sees each image "
                     "at the image's own size: a model made for one size needs unveil.Model(module, "
                     "input_size=(height, width))") from err
+        self._count(x.shape[0])  # counted once the model has scored them (a failed pass scored nothing)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"model {self.name!r} returned {type(out).__name__}; a torch module must return "
                              "an N x classes tensor (or a tuple, list or mapping holding one)")
@@ -509,10 +509,10 @@ class Model:
         return (x - self._mean.to(x.device)) / self._std.to(x.device)
 
     def _call_ort(self, session, input_name: str, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        self._count(x.shape[0])
         z = x if normalized else self._normalize(x)
         arr = np.ascontiguousarray(z.detach().cpu().numpy(), dtype=np.float32)
         out = session.run(None, {input_name: arr})[0]
+        self._count(x.shape[0])
         return self.to_probabilities(torch.from_numpy(np.asarray(out, dtype=np.float32)))
 
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
@@ -572,9 +572,9 @@ class Model:
                 return self.to_probabilities(self.forward(x, normalized=normalized))
         if normalized:
             raise ValueError(f"model {self.name!r} takes its inputs in [0, 1]; it has no normalization")
-        self._count(x.shape[0])
         batch = np.ascontiguousarray(x.detach().cpu().numpy().transpose(0, 2, 3, 1), dtype=np.float32)
         out = class_scores(self.fn(batch), self.name)
+        self._count(x.shape[0])
         if isinstance(out, torch.Tensor):
             out = out.detach().cpu().numpy()
         try:
@@ -684,7 +684,8 @@ class Model:
             if sample is None:
                 if self.input_size is None:
                     return 16
-                sample = torch.rand(1, self.channels or 3, *self.input_size, device=self.device)
+                g = torch.Generator().manual_seed(0)  # the process's random stream is left alone
+                sample = torch.rand(1, self.channels or 3, *self.input_size, generator=g).to(self.device)
             self._batch_resolved, self.batch_timings = measure_batch_size(self, sample)
         return self._batch_resolved
 
@@ -769,15 +770,15 @@ def measure_batch_size(model: Model, sample: torch.Tensor, candidates: Iterable[
             batches[bs] = base.expand(bs, *base.shape[1:]).clone()
         model._call_batch(batches[bs])
 
-    n_before = model.n_evals
+    own = [0]  # this calibration's passes (this thread's only): taken back out of the model's count
     saved = getattr(model._local, "counters", None)
-    model._local.counters = []  # calibration passes are not evaluations of any explanation
+    model._local.counters = [own]  # calibration passes are not evaluations of any explanation
     try:
         return _sweep(run, candidates)
     finally:
         model._local.counters = saved if saved is not None else []
         with model._lock:
-            model.n_evals = n_before
+            model.n_evals -= own[0]
 
 
 def as_model(model) -> Model:

@@ -291,6 +291,7 @@ def _export(model: Model, path: Path, opset: int = 17) -> None:
 
     import torch
 
+    from ..checks import scoped_warnings
     from .base import class_scores, module_lock
 
     dtype = model.dtype or torch.float32
@@ -305,25 +306,28 @@ def _export(model: Model, path: Path, opset: int = 17) -> None:
             return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
 
     c = model.channels or 3
-    example = torch.rand(2, c, *model.input_size, device=model.device)
-    # the exporter switches the exported module to eval and back with a recursive train(flag) of its own
-    # top-level flag, which would leave every submodule of the user's module in that one mode: the flags are
-    # put back one by one afterwards
-    flags = [(m, m.training) for m in model.fn.modules()]
-    wrapper = Scores(model.fn).eval()
-    try:
-        with module_lock(model.fn), model.inference_behaviour(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-            try:
-                torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=["scores"],
-                                  dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
-                                  opset_version=opset, dynamo=False)
-            except ModuleNotFoundError as err:
-                raise ImportError(f"torch.onnx.export needs the package {err.name!r}: pip install onnx") \
-                    from err
-    finally:
-        for m, training in flags:
-            m.training = training
+    g = torch.Generator().manual_seed(0)  # the example input: the process's random stream is left alone
+    example = torch.rand(2, c, *model.input_size, generator=g).to(model.device)
+    with module_lock(model.fn):  # no other pass runs meanwhile, so the flags read here are the user's own
+        # the exporter switches the exported module to eval and back with a recursive train(flag) of its own
+        # top-level flag, which would leave every submodule of the user's module in that one mode (and so does
+        # the wrapper's eval()): the flags are put back one by one afterwards
+        flags = [(m, m.training) for m in model.fn.modules()]
+        try:
+            wrapper = Scores(model.fn).eval()
+            with model.inference_behaviour(), scoped_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+                try:
+                    torch.onnx.export(wrapper, (example,), str(path), input_names=["image"],
+                                      output_names=["scores"], dynamic_axes={"image": {0: "batch"},
+                                                                              "scores": {0: "batch"}},
+                                      opset_version=opset, dynamo=False)
+                except ModuleNotFoundError as err:
+                    raise ImportError(f"torch.onnx.export needs the package {err.name!r}: pip install onnx") \
+                        from err
+        finally:
+            for m, training in flags:
+                m.training = training
 
 
 def inference_session(model: Model, opset: int = 17):
