@@ -312,3 +312,27 @@ def test_names_with_dollar_signs_are_drawn_as_written(image, tmp_path):
     table = unveil.explain_tabular(lambda r: np.asarray(r) @ [1.0, -2.0], np.array([1.0, 1.0]),
                                    background=np.zeros((5, 2)), feature_names=["price $", "$x_$"], progress=False)
     table.plot(tmp_path / "table.png")
+
+
+def test_cli_evaluate_randomization_of_a_constant_map(photo, tmp_path, capsys):
+    import textwrap
+
+    (tmp_path / "constmod.py").write_text(textwrap.dedent("""
+        import torch
+        import unveil
+
+        class Const(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+            def forward(self, x):
+                return self.conv(x).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0, 0.5])
+
+        model = unveil.Model(Const(), input_size=(16, 16))
+    """))
+    with pytest.warns(UserWarning):
+        rc = main(["evaluate", photo, "--model", f"{tmp_path / 'constmod.py'}:model", "--method", "saliency",
+                   "--metrics", "randomization", "--no-progress"])
+    assert rc == 0  # was KeyError: 'ssim'
+    assert "undefined: the map is constant" in capsys.readouterr().out

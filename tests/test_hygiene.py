@@ -169,8 +169,83 @@ def test_a_calibration_takes_back_only_its_own_passes():
     model = small_model(batch_size="auto")
     model.probabilities(torch.rand(3, 3, 16, 16), batch_size=3)
     assert model.n_evals == 3
+    started, calibrated = threading.Event(), threading.Event()
+    passes = [0]
+
+    def other_thread():  # scores inputs of its own all through the calibration
+        x = torch.rand(2, 3, 16, 16)
+        while not calibrated.is_set() or passes[0] < 5:
+            model.probabilities(x, batch_size=2)
+            passes[0] += 2
+            started.set()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    started.wait()
     model.resolve_batch_size()  # a synthetic calibration: its passes are no explanation's
-    assert model.n_evals == 3
+    calibrated.set()
+    t.join()
+    assert model.n_evals == 3 + passes[0]  # the other thread's inputs stay counted (a reset dropped them)
+
+
+def test_a_method_module_imported_again_after_an_interrupt_registers_again():
+    code = """
+import unveil
+from unveil.methods import registry
+real = registry.register
+def register(name, **kw):
+    deco = real(name, **kw)
+    def wrapped(fn):
+        out = deco(fn)
+        if name == "lime" and not hasattr(registry, "_hit"):
+            registry._hit = True
+            raise KeyboardInterrupt  # after lime registered, before its module finished
+        return out
+    return wrapped
+registry.register = register
+try:
+    unveil.methods()
+except KeyboardInterrupt:
+    pass
+registry.register = real
+print(",".join(unveil.methods()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr  # was "method 'lime' is already registered" for good
+    assert out.stdout.strip().split(",") == unveil.methods()
+
+
+def test_an_export_beside_gradcam_does_not_deadlock():
+    pytest.importorskip("onnxruntime")
+    model = small_model(batch_size=4)
+    stop, failures = threading.Event(), []
+
+    def gradcams():
+        while not stop.is_set():
+            try:
+                unveil.explain(model, IMAGE, method="gradcam", progress=False)
+            except Exception as err:  # noqa: BLE001
+                failures.append(err)
+
+    t = threading.Thread(target=gradcams, daemon=True)
+    t.start()
+    done = threading.Event()
+
+    def exports():
+        for _ in range(6):
+            model.use_onnxruntime()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                unveil.explain(model, IMAGE, method="occlusion", window=4, progress=False)
+        done.set()
+
+    e = threading.Thread(target=exports, daemon=True)
+    e.start()
+    finished = done.wait(timeout=120)
+    stop.set()
+    assert finished, "the export and a Grad-CAM pass waited for each other's lock"
+    t.join(timeout=30)
+    assert not failures
 
 
 def test_progress_off_starts_no_thread_and_tune_cpu_says_when_it_keeps_the_first_settings():

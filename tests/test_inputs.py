@@ -590,6 +590,13 @@ def test_scores_beyond_float32_are_named_not_called_infinite():
     huge = unveil.Model(lambda b: np.tile([1e300, 1.0], (len(b), 1)), input_size=(8, 8), outputs="scores")
     with pytest.raises(ValueError, match=r"returned scores up to 1e\+300, beyond float32's range \(3.4e38\)"):
         unveil.explain(huge, np.random.default_rng(0).random((8, 8, 3)), method="occlusion", progress=False)
+    class Huge(torch.nn.Module):  # a torch module computing in float64
+        def forward(self, x):
+            return torch.stack([x.double().mean((1, 2, 3)) * 1e300, x.double().mean((1, 2, 3))], 1)
+
+    with pytest.raises(ValueError, match=r"returned scores up to [\d.]+e\+299, beyond float32's range"):
+        unveil.explain(unveil.Model(Huge(), input_size=(8, 8), outputs="scores"),
+                       np.random.default_rng(0).random((8, 8, 3)), method="saliency", progress=False)
     nan = unveil.Model(lambda b: np.tile([np.nan, 1.0], (len(b), 1)), input_size=(8, 8), outputs="scores")
     with pytest.raises(ValueError, match=r"returned NaN or infinite scores"):
         unveil.explain(nan, np.random.default_rng(0).random((8, 8, 3)), method="occlusion", progress=False)

@@ -463,3 +463,27 @@ def test_kernelshap_uniform_sampling_over_many_segments():
                          n_samples=40, sampling="uniform", baseline="zero", progress=False)
     assert np.all(np.isfinite(exp.weights))
     assert exp.weights.sum() == pytest.approx(exp.extras["f_all"] - exp.extras["intercept"], abs=1e-6)
+
+
+def test_tiny_scores_that_vary_are_still_explained():
+    """The 'scores do not vary' shortcut is relative to the scores' own size: probabilities of 1e-15..4e-15
+    that follow the image are fitted, not zeroed."""
+    from unveil.methods.lime import constant_scores
+
+    assert constant_scores(np.full(5, 7.0) + np.array([0, 1e-15, 0, 0, 0]))
+    assert not constant_scores(np.array([1e-15, 4e-15, 2e-15]))
+    assert not constant_scores(np.array([1.0, 1.0 - 1e-9]))
+
+    def f(batch):
+        s = batch[:, :16, :16, 0].mean(axis=(1, 2))
+        return np.stack([1.0 - 1e-15 * (1 + 3 * s), 1e-15 * (1 + 3 * s)], 1)
+
+    model = unveil.Model(f, input_size=(32, 32), outputs="scores", batch_size=64)
+    img = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="lime", target=1, n_samples=100, segmentation="grid", n_features=4,
+                         alpha=0.0, progress=False)
+    assert exp.weights.any() and exp.extras["r2"] > 0.9
+    table = unveil.explain_tabular(lambda r: 1e-13 * (1 + np.asarray(r)[:, 0]), np.ones(3),
+                                   background=np.random.default_rng(0).normal(size=(50, 3)), method="lime",
+                                   discretize=False, kernel_width=1e200, progress=False)  # and no overflow
+    assert table.weights[0] > 1e4 * np.abs(table.weights[1:]).max()  # was exactly 0: read as constant

@@ -413,12 +413,11 @@ def test_streak_says_so_when_it_keeps_no_segment():
     with pytest.warns(UserWarning, match="no segment .* the map is all 0"):
         exp = unveil.explain(model, img, method="streak", segmentation="grid", n_features=9, progress=False)
     assert exp.extras["selected"] == [] and not exp.map.any()
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    # with a fill the segments are ranked anyway; over this flat model every gain is 0, which explain says
+    with pytest.warns(UserWarning, match=r"^streak: the map is all 0, so it ranks no pixel") as caught:
         unveil.explain(model, img, method="streak", segmentation="grid", n_features=9, fill="singletons",
                        progress=False)
+    assert not any("no segment" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize("k, eps, m", [(1, 0.5, 1.0), (5, 0.7, 0.37), (10, 0.1, 2.5), (3, 0.9, 4.0)])

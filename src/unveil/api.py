@@ -43,8 +43,10 @@ def _check_options(spec, options: dict) -> None:
         )
 
 
-#: Methods whose own warning says why their map is all 0 (explain adds none).
-WARN_OWN_ZERO_MAPS = ("streak", "gradcam")
+def _warns_itself(method: str, params: dict) -> bool:
+    """Whether the method's own warning already says why its map is flat (explain adds none): Grad-CAM's all-0
+    map, the learned perturbation's undropped score, STREAK keeping nothing (``fill="none"``)."""
+    return method in ("gradcam", "learned") or (method == "streak" and params.get("fill", "none") == "none")
 
 
 def _image_segments(result: MethodResult, size: tuple[int, int]) -> np.ndarray:
@@ -166,12 +168,13 @@ def explain(
         raise RuntimeError(f"method {spec.name!r} spent {n_evals} evaluations, over its budget of {budget}")
     heat, segments = _to_image_resolution(result, original.shape[:2])
     check_finite_map(heat, spec.name, options)
-    if spec.name not in WARN_OWN_ZERO_MAPS and not np.any(heat):
-        warnings.warn(f"{spec.name}: the map is all 0: the target's score did not move under any of the method's "
-                      "changes to the input. A saturated softmax (probability 1.0 or 0.0 throughout; "
-                      "outputs='scores' explains the raw outputs, gradient methods take output='logit'), a "
-                      "baseline equal to the image, or a model that ignores its input do this", UserWarning,
-                      stacklevel=2)
+    if np.ptp(heat) == 0 and not _warns_itself(spec.name, params):
+        flat = "all 0" if not np.any(heat) else f"constant ({float(heat.flat[0]):.4g} everywhere)"
+        warnings.warn(f"{spec.name}: the map is {flat}, so it ranks no pixel: nothing the method measures changed. "
+                      "A saturated softmax (probability 1.0 or 0.0 throughout; outputs='scores' explains the raw "
+                      "outputs, gradient methods take output='logit'), an input equal to its baseline (gradient "
+                      "x input of a black image), a model that ignores its input, or too few samples do this",
+                      UserWarning, stacklevel=2)
     params["budget"] = budget
     return Explanation(
         map=heat,

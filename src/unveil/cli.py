@@ -403,7 +403,8 @@ def cmd_evaluate(args) -> int:
         if name == "stability":
             notes = f"top-{r.details['top_fraction']:.0%} IoU {r.details['top_iou']:.4f}"
         elif name == "randomization":
-            notes = "SSIM " + " ".join(f"{v:.3f}" for v in np.asarray(r.details["ssim"])[1:])
+            notes = ("SSIM " + " ".join(f"{v:.3f}" for v in np.asarray(r.details["ssim"])[1:])
+                     if "ssim" in r.details else "undefined: the map is constant")
         elif name in ("deletion", "insertion"):
             notes = f"baseline {r.details['baseline']}"
         elif name == "pointing_game":

@@ -455,7 +455,8 @@ class Randomization:
     randomized). ``absolute`` (default, Adebayo et al.'s main measure): compare |map|; False compares the
     signed maps. Score: |Spearman correlation| of the fully randomized model's map with the original (a
     faithful method's falls towards 0; a map that merely flipped sign still counts as unchanged). Curve: the
-    signed correlation per cascade step, step 0 the original (1.0).
+    signed correlation per cascade step, step 0 the original (1.0). A constant original map ranks nothing:
+    the check is then undefined, score NaN with a warning, and nothing is re-explained.
     """
 
     max_steps: int | None = 5

@@ -617,7 +617,8 @@ def lime(
     interp, rows, extras = _lime_samples(ctx, n, discretize, discretizer, sample_around_instance, ctx.feature_names)
     y = np.concatenate([[ctx.score], ctx.model(rows[1:])[:, ctx.target]])
     d = np.linalg.norm(interp - interp[0], axis=1)
-    w = np.sqrt(np.exp(-(d**2) / width**2))
+    with np.errstate(over="ignore"):  # (d / width)^2: no overflow for huge widths
+        w = np.sqrt(np.exp(-((d / width) ** 2)))
     used = np.arange(ctx.n_features)
     if k is not None and k < ctx.n_features and feature_selection != "none":
         mode = feature_selection if feature_selection != "auto" else ("forward" if k <= 6 else "highest_weights")

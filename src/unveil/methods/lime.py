@@ -46,9 +46,10 @@ def kernel_weights(masks: np.ndarray, kernel_width: float = 0.25) -> np.ndarray:
 
 
 def constant_scores(y: np.ndarray) -> bool:
-    """Whether the scores ``y`` are all equal, to float rounding (a spread under 1e-12 of their size)."""
+    """Whether the scores ``y`` are all equal, to float rounding (a spread under 1e-12 of their own size, so
+    that tiny scores that vary, 1e-15 against 4e-15, still count as varying)."""
     y = np.asarray(y, dtype=np.float64)
-    return y.size == 0 or float(np.ptp(y)) <= 1e-12 * max(1.0, float(np.max(np.abs(y))))
+    return y.size == 0 or float(np.ptp(y)) <= 1e-12 * float(np.max(np.abs(y)))
 
 
 def weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:

@@ -169,8 +169,10 @@ def register(name: str, *, family: str, description: str, needs_gradients: bool 
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
     def deco(fn):
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise ValueError(f"method {name!r} is already registered")
+        old = _REGISTRY.get(name)
+        if old is not None and old.fn is not fn and (old.fn.__module__, old.fn.__qualname__) != \
+                (fn.__module__, fn.__qualname__):  # the same function again: its module imported anew after an
+            raise ValueError(f"method {name!r} is already registered")  # interrupted import, it replaces itself
         for p in list(inspect.signature(fn).parameters.values())[1:]:
             if p.kind is not inspect.Parameter.KEYWORD_ONLY:
                 raise TypeError(f"method {name!r}: options must be keyword-only (after *), {p.name!r} is not")

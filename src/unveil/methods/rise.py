@@ -165,9 +165,9 @@ def rise(
 
     def consume(m: torch.Tensor, probs: np.ndarray) -> None:
         f = np.asarray(probs[:, ctx.target], dtype=np.float64)
-        md = m.double()  # float64 sums: large scores times masks stay in range
-        total[...] += torch.tensordot(torch.as_tensor(f, device=device), md, dims=1).cpu().numpy()
-        cover[...] += md.sum(dim=0).cpu().numpy()
+        md = m.detach().to("cpu", torch.float64)  # float64 sums on the host: large scores stay in range, any device
+        total[...] += torch.tensordot(torch.from_numpy(f), md, dims=1).numpy()
+        cover[...] += md.sum(dim=0).numpy()
         score_sum[0] += float(f.sum())
 
     perturber.score_masks(make, n, consume)

@@ -74,6 +74,9 @@ def class_scores(out, name: str):
 
 #: phrases of torch's errors for an input whose spatial size the layers cannot take (a Linear after Flatten,
 #: a reshape to a fixed size, an addition of two maps of different sizes)
+#: The largest float32 magnitude (scores are handled in float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 SIZE_ERRORS = ("cannot be multiplied", "is invalid for input of size", "must match the size", "Expected size",
                "size of tensor")
 
@@ -482,7 +485,9 @@ class Model:
 
     def _ort_session(self, create: bool):
         if self._ort is None and self._ort_wanted and create:
-            with self._lock:
+            # the module's lock first, as every pass takes them (the export takes it again): taken the other
+            # way round, an export beside a pass holding the module's lock while counting would deadlock
+            with module_lock(self.fn), self._lock:
                 if self._ort is None and self._ort_wanted:
                     from .onnx import inference_session
 
@@ -515,11 +520,19 @@ class Model:
         self._count(x.shape[0])
         return self.to_probabilities(torch.from_numpy(np.asarray(out, dtype=np.float32)))
 
+    def _check_range(self, out: torch.Tensor) -> None:
+        """A ValueError naming the model when finite scores overflow float32, in which they are handled."""
+        if out.dtype == torch.float64 and out.numel() and bool(torch.isfinite(out).all()) \
+                and float(out.abs().max()) > FLOAT32_MAX:
+            raise ValueError(f"model {self.name!r} returned scores up to {float(out.abs().max()):.4g}, beyond "
+                             "float32's range (3.4e38), in which scores are handled; rescale them")
+
     def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
         """The scores the methods explain from a batch's raw outputs (N x classes): softmax of logits (one
         logit read as two, see the class), probabilities checked to lie in [0, 1], scores as they are. A
         ValueError names the model when there are no classes, when the class count differs from an earlier
         batch's, or when probabilities leave [0, 1]."""
+        self._check_range(out)
         out = self._two_logits(out)
         n = int(out.shape[1]) if out.dim() == 2 else 0
         if n == 0:
@@ -586,9 +599,8 @@ class Model:
                              f"array of numbers ({err})") from None
         if real is None:
             raise ValueError(f"model {self.name!r} returned complex numbers; expected real N x classes scores")
-        if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and np.isinf(real).any() and np.isfinite(arr).all():
-            raise ValueError(f"model {self.name!r} returned scores up to {float(np.abs(arr).max()):.4g}, beyond "
-                             "float32's range (3.4e38), in which scores are handled; rescale them")
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+            self._check_range(torch.from_numpy(np.asarray(arr, dtype=np.float64)))
         out = real
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(
