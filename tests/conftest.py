@@ -9,6 +9,17 @@ import torch
 import unveil
 
 
+class IgnoresInput(torch.nn.Module):
+    """Differentiable, but its output ignores the input: logits (1, 2, 0.5) for every image."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0, 0.5])
+
+
 class TinyNet(torch.nn.Module):
     """A small convolutional classifier (3 x 32 x 32 -> 10 logits) with batch norm and ReLU."""
 

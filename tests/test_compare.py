@@ -318,18 +318,10 @@ def test_cli_evaluate_randomization_of_a_constant_map(photo, tmp_path, capsys):
     import textwrap
 
     (tmp_path / "constmod.py").write_text(textwrap.dedent("""
-        import torch
         import unveil
+        from conftest import IgnoresInput
 
-        class Const(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-            def forward(self, x):
-                return self.conv(x).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0, 0.5])
-
-        model = unveil.Model(Const(), input_size=(16, 16))
+        model = unveil.Model(IgnoresInput(), input_size=(16, 16))
     """))
     with pytest.warns(UserWarning):
         rc = main(["evaluate", photo, "--model", f"{tmp_path / 'constmod.py'}:model", "--method", "saliency",

@@ -26,28 +26,38 @@ def small_model(**kwargs) -> unveil.Model:
 IMAGE = np.random.default_rng(0).random((20, 20, 3)).astype(np.float32)
 
 
-def test_an_interrupted_first_import_of_the_methods_is_tried_again():
-    """In a fresh process: the first call is interrupted while the method modules are imported (Ctrl-C in a
-    notebook); the next call must find every method (it used to find only those imported before)."""
-    code = """
+def methods_after_an_interrupt(patch: str, restore: str) -> list[str]:
+    """In a fresh process: ``patch`` makes the first listing of the methods raise KeyboardInterrupt (a Ctrl-C in
+    a notebook), ``restore`` undoes it; the methods a second listing finds."""
+    code = f"""
 import importlib, sys
-import numpy as np, torch, unveil
+import unveil
+from unveil.methods import registry
+{patch}
+try:
+    unveil.methods()
+except KeyboardInterrupt:
+    pass
+{restore}
+print(",".join(unveil.methods()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(",")
+
+
+def test_an_interrupted_first_import_of_the_methods_is_tried_again():
+    """Interrupted while the method modules are imported: the next call must find every method (it used to
+    find only those imported before)."""
+    patch = """
 real = importlib.import_module
 def interrupted(name, *a, **k):
     if name.endswith(".lime"):
         raise KeyboardInterrupt
     return real(name, *a, **k)
 importlib.import_module = interrupted
-try:
-    unveil.methods()
-except KeyboardInterrupt:
-    pass
-importlib.import_module = real
-print(",".join(unveil.methods()))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().split(",") == unveil.methods()
+    assert methods_after_an_interrupt(patch, "importlib.import_module = real") == unveil.methods()
 
 
 def test_two_threads_making_the_first_calls_of_a_process_both_work():
@@ -189,9 +199,7 @@ def test_a_calibration_takes_back_only_its_own_passes():
 
 
 def test_a_method_module_imported_again_after_an_interrupt_registers_again():
-    code = """
-import unveil
-from unveil.methods import registry
+    patch = """
 real = registry.register
 def register(name, **kw):
     deco = real(name, **kw)
@@ -203,16 +211,9 @@ def register(name, **kw):
         return out
     return wrapped
 registry.register = register
-try:
-    unveil.methods()
-except KeyboardInterrupt:
-    pass
-registry.register = real
-print(",".join(unveil.methods()))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr  # was "method 'lime' is already registered" for good
-    assert out.stdout.strip().split(",") == unveil.methods()
+    # was "method 'lime' is already registered", for good
+    assert methods_after_an_interrupt(patch, "registry.register = real") == unveil.methods()
 
 
 def test_an_export_beside_gradcam_does_not_deadlock():

@@ -277,13 +277,7 @@ def test_other_perturbations_erase_the_score(perturbation):
 def test_learned_and_explain_say_so_when_nothing_moves_the_target():
     import warnings as _w
 
-    class Const(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(x).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0, 0.5])
+    from conftest import IgnoresInput as Const
 
     model = unveil.Model(Const(), input_size=(32, 32), batch_size=16)
     img = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)

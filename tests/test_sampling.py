@@ -419,13 +419,7 @@ def test_centered_rise_is_the_papers_sum_with_the_mean_score_as_control_variate(
 
 
 def test_scores_that_do_not_vary_give_exact_zeros_and_r2_one():
-    class Const(torch.nn.Module):  # differentiable, but its output ignores the input
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(x).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0, 0.5])
+    from conftest import IgnoresInput as Const
 
     model = unveil.Model(Const(), input_size=(32, 32), batch_size=16)
     img = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)
