@@ -63,6 +63,9 @@ def scalar_target(target):
     return target
 
 
+#: The largest float32 magnitude: scores and libsvm values are handled in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 #: Seeds go to numpy and to torch.Generator.manual_seed, which takes at most 64 bits.
 MAX_SEED = 2**63 - 1
 

@@ -95,9 +95,9 @@ def _as_array(value) -> np.ndarray | None:
         return value
     if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
         return value.detach().cpu().numpy()
-    if type(value).__module__.startswith("PIL.") and hasattr(value, "getbands"):
-        from .images import load_image
+    from .images import is_pil_image, load_image
 
+    if is_pil_image(value):
         return load_image(value, channels=None, name="a PIL image option")
     return None
 
@@ -215,12 +215,9 @@ class Explanation:
         if k is not None:
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
                 raise ValueError(f"top_mask: k must be a non-negative int, got {k!r}")
-            top = self.top_features(int(k))
-            if self.segments is None:  # a table's explanation: one weight per feature, the map is the weights
-                mask = np.zeros(self.map.size, dtype=bool)
-                mask[top] = True
-                return mask.reshape(self.map.shape)
-            return np.isin(self.segments, top)
+            # a table's explanation has no segments: each feature (map entry) is its own
+            labels = self.segments if self.segments is not None else np.arange(self.map.size).reshape(self.map.shape)
+            return np.isin(labels, self.top_features(int(k)))
         if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.integer, np.floating)) \
                 or not 0.0 <= fraction <= 1.0:
             raise ValueError(f"top_mask: fraction must lie in [0, 1], got {fraction!r}")
@@ -244,7 +241,8 @@ class Explanation:
         A path ending in ``.json`` names the pair too; any other ending gets ``.npz`` added (``cat.v2`` ->
         ``cat.v2.npz`` and ``cat.v2.json``); :meth:`load` takes the same path."""
         if Path(path).is_dir():
-            raise ValueError(f"save: {path} is a folder; give the explanation's file name (e.g. {Path(path) / 'x.npz'})")
+            raise ValueError(f"save: {path} is a folder; give the explanation's file name "
+                             f"(e.g. {Path(path) / 'x.npz'})")
         path = _npz_path(path)
         make_folder(path.parent)
         arrays = {name: getattr(self, name) for name in _ARRAYS if getattr(self, name) is not None}

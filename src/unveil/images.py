@@ -89,14 +89,14 @@ def to_float(array: np.ndarray, name: str = "image") -> np.ndarray:
 def check_alpha(alpha: str, background) -> np.ndarray:
     if alpha not in ALPHA_RULES:
         raise ValueError(f"alpha: expected one of {ALPHA_RULES}, got {alpha!r}")
+    bad = ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1] (white: 1.0), got "
+                     f"{background!r}")
     try:
         bg = np.asarray(background, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError):
-        raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1] (white: 1.0), got "
-                         f"{background!r}") from None
+        raise bad from None
     if bg.size not in (1, 3) or not np.all(np.isfinite(bg)) or bg.min() < 0 or bg.max() > 1:
-        raise ValueError(f"background: expected a gray level or an (r, g, b) colour in [0, 1] (white: 1.0), got "
-                         f"{background!r}")
+        raise bad
     return bg
 
 
@@ -285,6 +285,11 @@ def load_image(image: ImageLike, name: str = "image", *, channels: int | None = 
     return fit_channels(x, channels, alpha, background, name)
 
 
+def is_pil_image(value) -> bool:
+    """Whether ``value`` is a PIL image (told without importing Pillow)."""
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "getbands")
+
+
 def same_picture(a: tuple[int, int], b: tuple[int, int]) -> bool:
     """Whether an ``a`` (h, w) array and a ``b`` one can be the same picture at two scales: each side may be a
     pixel off from rounding, so the aspect ratios h / w they allow must overlap (a transposed or cropped
@@ -308,7 +313,7 @@ def picture_shape(value) -> tuple[int, int] | None:
                 return img.size[1], img.size[0]
         except Exception:  # noqa: BLE001 - not an image file (a baseline name, a .npy): no shape to check here
             return None
-    if type(value).__module__.startswith("PIL.") and hasattr(value, "size") and hasattr(value, "getbands"):
+    if is_pil_image(value):
         return value.size[1], value.size[0]
     shape = getattr(value, "shape", None)
     if shape is None or len(shape) not in (2, 3):

@@ -491,14 +491,15 @@ class Randomization:
         layers = _parametrized_layers(model.fn)
         if not layers:
             raise ValueError(f"randomization: model {model.name!r} has no parameters to randomize")
-        if np.ptp(np.abs(explanation.map) if self.absolute else explanation.map) == 0:
+        reference = np.abs(explanation.map) if self.absolute else explanation.map
+        x_label = "cascade step (layers randomized from the top)"
+        y_label = "Spearman correlation with the original map" + (" (|maps|)" if self.absolute else "")
+        if np.ptp(reference) == 0:
             warnings.warn("randomization: the explanation's map is constant (e.g. all 0), so it ranks no pixel and "
                           "the check is undefined: score NaN (a rank correlation with a constant counts as 0, "
                           "which would read as a perfect pass)", UserWarning, stacklevel=2)
             return MetricResult(name=self.name, score=float("nan"), higher_is_better=self.higher_is_better,
-                                x=np.zeros(1), y=np.full(1, np.nan),
-                                x_label="cascade step (layers randomized from the top)",
-                                y_label="Spearman correlation with the original map",
+                                x=np.zeros(1), y=np.full(1, np.nan), x_label=x_label, y_label=y_label,
                                 details={"constant_map": True, "absolute": self.absolute}, n_evals=0)
         layers = _in_call_order(model, model.prepare(image)[1], layers)
         top_down = list(reversed(range(len(layers))))
@@ -507,7 +508,6 @@ class Randomization:
         g = torch.Generator().manual_seed(self.seed)
         module = copy.deepcopy(model.fn)
         copied = dict(_parametrized_layers(module))
-        reference = np.abs(explanation.map) if self.absolute else explanation.map
         rho, ssim, names, n_evals = [1.0], [1.0], ["original"], 1  # 1: the pass that found the call order
         done = 0
         for cut in cuts:
@@ -532,8 +532,8 @@ class Randomization:
             higher_is_better=self.higher_is_better,
             x=np.arange(len(rho), dtype=np.float64),
             y=np.asarray(rho, dtype=np.float64),
-            x_label="cascade step (layers randomized from the top)",
-            y_label="Spearman correlation with the original map" + (" (|maps|)" if self.absolute else ""),
+            x_label=x_label,
+            y_label=y_label,
             details={"ssim": np.asarray(ssim), "randomized_down_to": names, "layers_randomized": [0] + cuts,
                      "n_layers": len(layers), "absolute": self.absolute},
             n_evals=n_evals,

@@ -276,8 +276,9 @@ def streak(
     most oracle calls (sets evaluated); the stream stops before an element whose batch would exceed it.
     ``lookahead``: elements whose queries go in one oracle call (under the instances' sets before the window;
     a query a decision inside the window changed is asked again): the same decisions in fewer, larger calls,
-    for some more sets. Under a ``budget`` it is 1, so that no budget goes to sets that are asked again. Returns the best set among the instances (also those dropped on the way) or the
-    best singleton, whichever is larger. Deterministic: the result depends only on ``f`` and the order.
+    for some more sets. Under a ``budget`` it is 1, so that no budget goes to sets that are asked again.
+    Returns the best set among the instances (also those dropped on the way) or the best singleton, whichever
+    is larger. Deterministic: the result depends only on ``f`` and the order.
     """
     k, eps = _check_k(k), _check_eps(eps)
     bound = max_live_instances(k, eps)

@@ -18,7 +18,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from .checks import check_bool
+from .checks import FLOAT32_MAX, check_bool
 from .streak import SelectionResult, greedy, random_selection, streak
 
 __all__ = [
@@ -37,18 +37,14 @@ MAX_DENSE_BYTES = 1 << 32
 
 
 # ----------------------------------------------------------------------------- libsvm files
-#: The largest float32 magnitude: a libsvm value beyond it is refused (X is float32).
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def load_libsvm(path: str | Path, n_features: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a libsvm/svmlight file (``label index:value ...``, 1-based indices, ``#`` comments).
 
     Returns ``X`` (rows x features, dense float32; ``n_features`` columns, default the largest index) and
     ``y`` (int64 in {0, 1}: labels {0, 1} as they are, {-1, 1} with -1 -> 0, any other two values ordered).
     The labels must hold exactly two classes (a binary problem). A missing, empty or malformed file, a
-    non-finite label or value, a value beyond float32's range, or a dense ``X`` over :data:`MAX_DENSE_BYTES` (4 GiB, e.g. from one huge feature
-    index) raises ValueError naming the file (and the line).
+    non-finite label or value, a value beyond float32's range, or a dense ``X`` over :data:`MAX_DENSE_BYTES`
+    (4 GiB, e.g. from one huge feature index) raises ValueError naming the file (and the line).
     """
     p = Path(path)
     if not p.is_file():

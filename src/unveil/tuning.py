@@ -18,6 +18,7 @@ M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 
 _state: dict[str, int] | None = None
+_asked: dict[str, int] | None = None  # the thresholds the first call asked for
 
 
 def tune_cpu(
@@ -29,16 +30,16 @@ def tune_cpu(
     results are unchanged: only where memory comes from changes, and how much freed memory the process keeps
     for reuse (up to about ``trim_threshold`` + ``top_pad``) instead of handing it back.
     """
-    global _state
+    global _state, _asked
+    asked = {"mmap_threshold": mmap_threshold, "trim_threshold": trim_threshold, "top_pad": top_pad}
     if _state is not None:
-        asked = {"mmap_threshold": mmap_threshold, "trim_threshold": trim_threshold, "top_pad": top_pad}
-        if _asked is not None and asked != _asked:
+        if asked != _asked:
             import warnings
 
             warnings.warn(f"tune_cpu: already tuned with {_asked}; the thresholds {asked} are not applied (once "
                           "per process)", UserWarning, stacklevel=2)
         return dict(_state)
-    _remember(mmap_threshold, trim_threshold, top_pad)
+    _asked = asked
     if not sys.platform.startswith("linux"):
         _state = {}
         return {}
@@ -62,14 +63,6 @@ def tune_cpu(
         done["top_pad"] = top_pad
     _state = done
     return dict(done)
-
-
-_asked: dict | None = None  # the thresholds the first call asked for
-
-
-def _remember(mmap_threshold: int, trim_threshold: int, top_pad: int) -> None:
-    global _asked
-    _asked = {"mmap_threshold": mmap_threshold, "trim_threshold": trim_threshold, "top_pad": top_pad}
 
 
 def is_tuned() -> bool:

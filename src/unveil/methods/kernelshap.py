@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln
 
-from .lime import MAX_MASK_ENTRIES, sample_masks, weighted_r2
+from .lime import check_sample_entries, sample_masks, weighted_r2
 from .registry import Context, MethodResult, register
 from .shapley import budget_chunks
 
@@ -111,9 +111,7 @@ def kernelshap(
         raise TypeError(f"paired: expected a bool, got {type(paired).__name__}")
     labels = ctx.segment(segmentation, n_features, segmentation_options)
     k = int(labels.max()) + 1
-    if n_samples * k > MAX_MASK_ENTRIES:  # every sample is kept for the constrained fit
-        raise ValueError(f"n_samples: {n_samples} coalitions of {k} segments need {n_samples * k * 8 / 2**30:.1f} "
-                         f"GiB for the fit (all at once, float64); at most {MAX_MASK_ENTRIES // k} here")
+    check_sample_entries(n_samples, k, "coalitions")  # every sample is kept for the constrained fit
     perturber = ctx.perturber(ctx.baseline(baseline, labels), labels, desc="kernelshap")
     f_all = float(ctx.probs[ctx.target])
     f_none = None

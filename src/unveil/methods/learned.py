@@ -13,9 +13,9 @@ the model's channel order (RGB for RGB models; any channel count works).
 
 The generator starts as the identity (centred delta kernels plus ``init_noise``), so that x' is close to x at
 step 0 (exactly x with ``init_noise=0``; the default noise through the nine convolutions and the rescale
-leaves a mean |x - x'| of about 0.1) and early stopping marks the first x' the model no longer recognizes; ``init="random"`` starts from PyTorch's
-default convolution initialisation instead (x' is then noise at step 0, so early stopping would end the
-optimization at once: combine it with ``stop_below=0``).
+leaves a mean |x - x'| of about 0.1) and early stopping marks the first x' the model no longer recognizes;
+``init="random"`` starts from PyTorch's default convolution initialisation instead (x' is then noise at step
+0, so early stopping would end the optimization at once: combine it with ``stop_below=0``).
 
 Many images: :func:`explain_batch` trains one generator per image, all as one batch (grouped convolutions).
 """

@@ -22,13 +22,19 @@ UPSAMPLING = ("bicubic", "nearest", "none")
 MAX_MASK_ENTRIES = 2**28
 
 
+def check_sample_entries(n_samples: int, n_features: int, what: str = "samples") -> None:
+    """A ValueError naming ``n_samples`` when ``n_samples`` x ``n_features`` masks, all fitted at once, would be
+    more than :data:`MAX_MASK_ENTRIES` entries."""
+    if n_samples * n_features > MAX_MASK_ENTRIES:
+        raise ValueError(f"n_samples: {n_samples} {what} of {n_features} segments need "
+                         f"{n_samples * n_features * 8 / 2**30:.1f} GiB for the fit (all at once, float64); at most "
+                         f"{MAX_MASK_ENTRIES // n_features} here")
+
+
 def sample_masks(rng: np.random.Generator, n_samples: int, n_features: int) -> np.ndarray:
     """n_samples x n_features {0, 1} masks, each feature kept with probability 1/2; row 0 keeps everything.
     A ValueError names ``n_samples`` when there would be more than :data:`MAX_MASK_ENTRIES`."""
-    if n_samples * n_features > MAX_MASK_ENTRIES:
-        raise ValueError(f"n_samples: {n_samples} samples of {n_features} segments need "
-                         f"{n_samples * n_features * 8 / 2**30:.1f} GiB for the surrogate's fit (all samples at "
-                         f"once, float64); at most {MAX_MASK_ENTRIES // n_features} here")
+    check_sample_entries(n_samples, n_features)
     masks = rng.integers(0, 2, size=(n_samples, n_features), dtype=np.uint8)
     masks[0] = 1
     return masks

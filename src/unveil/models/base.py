@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..checks import check_labels, integer_text, match_class_name, name_key, scalar_target
+from ..checks import FLOAT32_MAX, check_labels, integer_text, match_class_name, name_key, scalar_target
 from ..images import check_alpha, load_image, resize
 
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes"]
@@ -74,9 +74,6 @@ def class_scores(out, name: str):
 
 #: phrases of torch's errors for an input whose spatial size the layers cannot take (a Linear after Flatten,
 #: a reshape to a fixed size, an addition of two maps of different sizes)
-#: The largest float32 magnitude (scores are handled in float32).
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
 SIZE_ERRORS = ("cannot be multiplied", "is invalid for input of size", "must match the size", "Expected size",
                "size of tensor")
 
