@@ -369,6 +369,22 @@ def test_context_manager_leaves_no_trace():
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
 
 
+@pytest.mark.parametrize("rules", [elrp_rules(), deeplift_rules()], ids=["elrp", "deeplift"])
+def test_ruled_units_keep_the_layout_of_their_output(rules):
+    """A one-image channels-last activation stays channels-last after a ruled unit: returned as a view of
+    itself, its batch stride changed and the next padding and convolution copied it to another layout."""
+    act, seen = nn.ReLU6(), []
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), act, nn.Conv2d(4, 2, 3)).to(memory_format=torch.channels_last)
+    net[2].register_forward_pre_hook(lambda m, a: seen.append(a[0].stride()))
+    x = torch.rand(1, 3, 9, 9).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    plain = act(net[0](x))
+    with ModifiedChainRule(net, rules) as mcr:
+        if rules[0][1].needs_reference:
+            with mcr.reference(), torch.no_grad():
+                net(torch.zeros_like(x))
+        net(x)
+    assert seen[-1] == plain.stride() and plain.is_contiguous(memory_format=torch.channels_last)
+
 # ----------------------------------------------------------------------------- grad-cam
 class ColourNet(nn.Module):
     """Channel 0 of the 1x1 conv detects red, channel 1 blue; logit k = spatial mean of channel k."""
