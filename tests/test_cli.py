@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 
 import numpy as np
@@ -137,11 +138,40 @@ def test_model_from_a_python_file_attribute(tmp_path, photo, capsys, attr, n_cla
     assert (out / "photo_occlusion.npz").is_file()
 
 
+def test_model_from_a_module_in_the_current_folder(tmp_path, photo, monkeypatch):
+    """`--model name:attr` finds name.py in the current folder, as `python -m` would (the console script's
+    sys.path does not hold the current folder); sys.path is left as it was."""
+    from unveil.cli import load_cli_model
+
+    (tmp_path / "unveil_cwd_models_xyz.py").write_text(USER_MODELS)
+    monkeypatch.chdir(tmp_path)
+    path_before = list(sys.path)
+    model = load_cli_model("unveil_cwd_models_xyz:build")
+    assert model.labels == ["bright", "dark"] and sys.path == path_before
+    with pytest.raises(ValueError, match=r"no_such_module_xyz.py must be in the current folder"):
+        load_cli_model("no_such_module_xyz:build")
+    monkeypatch.delitem(sys.modules, "unveil_cwd_models_xyz")
+
+
 def test_unknown_method_is_rejected_by_the_parser(photo, capsys):
     with pytest.raises(SystemExit) as info:
         main(["explain", photo, "--method", "lime,nope"])
     assert info.value.code == 2
     assert "unknown method nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["explain", "{photo}", "--budget", "0"], "--budget"),
+    (["explain", "{photo}", "--samples", "-3"], "--samples"),
+    (["explain-table", "t.csv", "--row", "0", "--model", "m.py:f", "--batch-size", "auto"], "--batch-size"),
+    (["explain-table", "t.csv", "--row", "0", "--model", "m.py:f", "--budget", "0"], "--budget"),
+    (["explain-table", "t.csv", "--row", "0", "--model", "m.py:f", "--background-rows", "0"], "--background-rows"),
+])
+def test_counts_are_checked_by_the_parser_naming_the_flag(args, flag, photo, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([a.format(photo=photo) for a in args])
+    assert info.value.code == 2
+    assert f"argument {flag}: expected a positive int" in capsys.readouterr().err
 
 
 @pytest.mark.slow

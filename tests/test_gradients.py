@@ -256,6 +256,15 @@ def test_smoothgrad_composes_any_base(img):
         explain(model, img, "smoothgrad", base="lime")
     with pytest.raises(ValueError, match="base_options"):
         explain(model, img, "smoothgrad", base="saliency", base_options={"n_steps": 3})
+    # output= reaches the base, as every gradient method's option (same as giving it in base_options)
+    prob = explain(model, img, "grad_input", target=1, output="probability")
+    for kw in ({"output": "probability"}, {"base_options": {"output": "probability"}}):
+        same = explain(model, img, "smoothgrad", target=1, base="grad_input", noise=0.0, n_samples=2, **kw)
+        np.testing.assert_allclose(same.map, prob.map, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="disagree"):
+        explain(model, img, "smoothgrad", output="probability", base_options={"output": "logit"})
+    with pytest.raises(ValueError, match="output: expected one of"):
+        explain(model, img, "smoothgrad", output="logits")
 
 
 # ----------------------------------------------------------------------------- rules and errors

@@ -422,6 +422,24 @@ def test_use_onnxruntime_needs_a_cpu_torch_module_with_a_fixed_size():
         unveil.Model(TinyNet(), input_size=(32, 32), eval_mode=False).use_onnxruntime()
     with pytest.raises(ValueError, match="inference"):
         unveil.load_model(inference="tensorrt")
+    # float64: ONNX Runtime's CPU kernels have no float64 convolution, so torch keeps the passes, said at once
+    m = unveil.Model(TinyNet().double(), input_size=(32, 32))
+    with pytest.warns(RuntimeWarning, match="no float64 convolution; torch runs"):
+        assert m.use_onnxruntime() is m
+    assert m.inference == "torch"
+    p = m.probabilities(torch.rand(3, 3, 32, 32))
+    assert p.shape == (3, 10) and p.dtype == torch.float32
+
+
+def test_a_graph_the_providers_cannot_run_is_named_so(tmp_path):
+    path = tmp_path / "double.onnx"
+    net = TinyNet().double().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        torch.onnx.export(net, (torch.rand(1, 3, 32, 32, dtype=torch.float64),), str(path), input_names=["x"],
+                          dynamo=False)
+    with pytest.raises(ValueError, match=r"ONNX Runtime cannot run it with the providers"):
+        unveil.Model.from_onnx(path)
 
 
 @pytest.mark.slow

@@ -265,6 +265,11 @@ def test_streak_fill_ranks_the_other_segments_by_their_singleton_gains():
     assert full.weights[rest].max() < full.weights[sel].min()
     np.testing.assert_allclose(full.map, full.weights[labels], atol=1e-7)
     np.testing.assert_array_equal(full.top_mask(2), plain.top_mask(2))
+    # past the selected set, top_mask(k) goes on down the filled ranking (without a fill: the set only)
+    third = rest[np.argmax(coef[rest])]
+    np.testing.assert_array_equal(full.top_features(3), [*sel, third])
+    np.testing.assert_array_equal(full.top_mask(3), np.isin(labels, [*sel, third]))
+    np.testing.assert_array_equal(plain.top_mask(3), plain.top_mask(2))
     with pytest.raises(ValueError, match="fill"):
         unveil.explain(model, img, fill="all", **opts)
 

@@ -565,6 +565,14 @@ def test_explain_table_target_names_an_integer_class_before_an_output_number(tmp
                      "--target", given, "--out", str(tmp_path / "o"), "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert (result["target"], result["label"]) == (index, label)
+    # the API reads an int as an output number; out of range, the error points to the class of that name
+    import importlib.util
+
+    mod_spec = importlib.util.spec_from_file_location("_t_m", tmp_path / "m.py")
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    with pytest.raises(ValueError, match=r"out of range: .*; the class named 2 is output 1: pass target='2'"):
+        explain_tabular(mod.factory(), data[0], background=data[1:], target=2)
 
 
 # ----------------------------------------------------------------------------- torch modules in training mode

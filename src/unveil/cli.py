@@ -479,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", default=None, help="class number or name (default: top class)")
-    p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
-    p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
+    p.add_argument("--samples", type=_positive_int, default=None, help=SAMPLES_HELP)
+    p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations per perturbation method")
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. -o n_features=30 -o surrogate=tree (repeatable)")
     p.add_argument("--seed", type=int, default=0)
@@ -500,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", action="append", default=None,
                    help="class number or name (repeatable: two targets show the classes side by side)")
-    p.add_argument("--budget", type=int, default=None, help="most model evaluations per perturbation method")
-    p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
+    p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations per perturbation method")
+    p.add_argument("--samples", type=_positive_int, default=None, help=SAMPLES_HELP)
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, given to every chosen method that has it (repeatable)")
     p.add_argument("--step", type=_float_or_int, default=1 / 50,
@@ -522,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default deletion,insertion)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
     p.add_argument("--target", default=None, help="class number or name (default: top class)")
-    p.add_argument("--budget", type=int, default=None, help="most model evaluations (perturbation methods)")
-    p.add_argument("--samples", type=int, default=None, help=SAMPLES_HELP)
+    p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations (perturbation methods)")
+    p.add_argument("--samples", type=_positive_int, default=None, help=SAMPLES_HELP)
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. -o n_features=30 (repeatable)")
     p.add_argument("--step", type=_float_or_int, default=1 / 50,
@@ -550,13 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class name or output number (default: top); a class name wins, so for an estimator with "
                         "classes 1 and 2, --target 2 is the class named 2 (output 1)")
     p.add_argument("--label-column", default=None, metavar="NAME", help="a column to drop (e.g. the label)")
-    p.add_argument("--background-rows", type=int, default=None, metavar="K",
+    p.add_argument("--background-rows", type=_positive_int, default=None, metavar="K",
                    help="use K of the other rows as background, drawn with --seed (default: all of them)")
-    p.add_argument("--budget", type=int, default=None, help="most model evaluations (rows), the row included")
+    p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations (rows), the row included")
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. -o num_samples=2000 -o baseline=background (repeatable)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="most rows in one call of the model")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="most rows in one call of the model (an int)")
     p.add_argument("--top", type=_positive_int, default=10, help="features printed (default 10)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

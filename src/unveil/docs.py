@@ -13,7 +13,7 @@ END = "<!-- end methods-table -->"
 
 
 def methods_table() -> str:
-    """Markdown table: method, family, needs gradients, description (one row per registered method)."""
+    """Markdown table: method, family, description (one row per registered method)."""
     lines = ["| method | family | what it does |", "|---|---|---|"]
     for spec in method_specs():
         description = spec.description.replace("|", "\\|")

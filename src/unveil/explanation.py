@@ -167,7 +167,7 @@ class Explanation:
 
     ``map``: H x W float32 signed importance at the input image's own resolution (positive = supports the
     target). ``segments``: H x W int32 feature labels (segment-based methods) or None. ``weights``: one value
-    per feature (per segment; for ``streak`` the gains in selection order, see ``extras['selected']``).
+    per feature (per segment; for ``streak`` each selected segment's gain, the order in ``extras['selected']``).
     ``score``: the target's probability on the unperturbed input. ``n_evals``: model evaluations spent,
     the unperturbed input included. ``seconds``: wall time of the whole call. ``extras``: method-specific
     results (surrogate R², standard errors, ...). ``image``: the input (H x W x C float32, as the model took it), kept
@@ -198,14 +198,18 @@ class Explanation:
     # --------------------------------------------------------------------- masks
     def top_features(self, k: int) -> np.ndarray:
         """Indices of the ``k`` features with the largest weights (for ``streak``: the selected set, in selection
-        order; LIME's ``selection`` only decides which weights are fitted, so its top features are still those
-        with the largest weights)."""
+        order, then — with a ``fill`` — the other features by their filled weights; LIME's ``selection`` only
+        decides which weights are fitted, so its top features are still those with the largest weights)."""
         if self.weights is None or (self.segments is None and self.kind != "tabular"):
             raise ValueError(f"method {self.method!r} gives a pixel map without segments; use top_mask(fraction=...)")
-        if self.method == "streak" and "selected" in self.extras:
-            return np.asarray(self.extras["selected"], dtype=np.int64)[:k]
+        k = max(0, int(k))
         order = np.argsort(-np.asarray(self.weights), kind="stable")
-        return order[: max(0, int(k))]
+        if self.method == "streak" and "selected" in self.extras:
+            selected = np.asarray(self.extras["selected"], dtype=np.int64)
+            if self.params.get("fill", "none") == "none":
+                return selected[:k]
+            return np.concatenate([selected, order[~np.isin(order, selected)]])[:k]
+        return order[:k]
 
     def top_mask(self, k: int | None = None, *, fraction: float | None = None) -> np.ndarray:
         """H x W bool mask of the ``k`` most important segments, or of the top ``fraction`` of pixels (for a

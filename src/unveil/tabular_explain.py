@@ -368,7 +368,10 @@ def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> in
     if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
         raise TypeError(f"target: expected an output number or class name, got {type(target).__name__}")
     if not 0 <= target < n_outputs:
-        raise ValueError(f"target {target} is out of range: the model gives {n_outputs} outputs (0..{n_outputs - 1})")
+        named = match_class_name(str(target), class_names)
+        hint = "" if named is None else f"; the class named {target} is output {named}: pass target='{target}'"
+        raise ValueError(f"target {target} is out of range: the model gives {n_outputs} outputs "
+                         f"(0..{n_outputs - 1}){hint}")
     return int(target)
 
 

@@ -420,6 +420,7 @@ def smoothgrad(
     n_samples: int = 25,
     noise: float = 0.15,
     base_options: dict | None = None,
+    output: str | None = None,
 ) -> MethodResult:
     """Average ``base``'s attributions over ``n_samples`` copies of the input plus Gaussian noise.
 
@@ -428,12 +429,19 @@ def smoothgrad(
     ``base``: any gradient method (saliency, grad_input, integrated_gradients, elrp, deeplift, gradcam),
     configured by ``base_options``; its baseline, if any, is made from the clean input. The per-channel
     attributions are averaged, then reduced as the base method reduces them. Noise comes from the seed.
+    ``output``: what the base differentiates, ``"logit"`` or ``"probability"`` (as every gradient method's
+    option; default: ``base_options``' own, else the logit).
     """
     n = check_positive_int(n_samples, "n_samples")
     if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating)) or not 0 <= noise < np.inf:
         raise ValueError(f"noise: expected a non-negative fraction of the input range, got {noise!r}")
     if base == "smoothgrad":
         raise ValueError("base: smoothgrad cannot wrap itself")
+    if output is not None:
+        base_options = option_mapping("base_options", base_options)
+        inner = base_options.setdefault("output", check_output(output))
+        if inner != output:
+            raise ValueError(f"output={output!r} and base_options={{'output': {inner!r}}} disagree; give one")
     att = build_attributor(base, ctx, base_options)
     att.progress = False  # one bar, over the samples
     x = ctx.x

@@ -441,7 +441,8 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
             raise UnsupportedNonlinearity(
                 f"{self.method_name}: the model applies a nonlinearity that no rule covers "
                 f"({', '.join(found)}); it is probably called as a function (e.g. torch.sigmoid(x) in forward). "
-                "Make it a module (e.g. torch.nn.Sigmoid) with a rule, or pass rules=[(type, rule), ...]"
+                "Make it a module (e.g. torch.nn.Sigmoid, or torch.nn.ReLU for a clamp, maximum or where standing "
+                "for one) with a rule, or pass rules=[(type, rule), ...]"
             )
 
     @contextlib.contextmanager

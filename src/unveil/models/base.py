@@ -468,6 +468,12 @@ class Model:
             from .onnx import _import_ort
 
             _import_ort()
+            if self.dtype == torch.float64:
+                import warnings
+
+                warnings.warn(f"model {self.name!r}: ONNX Runtime's CPU kernels have no float64 convolution; torch "
+                              "runs its forward passes", RuntimeWarning, stacklevel=2)
+                enable = False
         self._ort_wanted = bool(enable)
         self._ort = None
         return self

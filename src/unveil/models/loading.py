@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -53,10 +54,25 @@ def _import(module: str, spec: str):
             if sys.path and sys.path[0] == folder:
                 sys.path.pop(0)
         return mod
+    top = module.split(".")[0]
     try:
-        return importlib.import_module(module)
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            here = os.getcwd()
+            if err.name != top or here in sys.path:
+                raise
+            # the current folder, as `python -m` has it (the console script's sys.path lacks it)
+            sys.path.insert(0, here)
+            try:
+                return importlib.import_module(module)
+            finally:
+                if sys.path and sys.path[0] == here:
+                    sys.path.pop(0)
     except ModuleNotFoundError as err:
-        raise ValueError(f"--model {spec!r}: cannot import module {module!r} ({err})") from None
+        hint = "" if err.name != top else (
+            f"; a file {top}.py must be in the current folder or on PYTHONPATH, or give its path ({top}.py:...)")
+        raise ValueError(f"--model {spec!r}: cannot import module {module!r} ({err}{hint})") from None
     except Exception as err:
         raise ValueError(f"--model {spec!r}: importing {module!r} failed ({type(err).__name__}: {err})") from err
 

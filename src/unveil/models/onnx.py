@@ -228,6 +228,9 @@ def load_onnx(
         )
     except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "NOT_IMPLEMENTED" in detail:  # a valid graph with an operator the providers lack (float64 Conv on CPU)
+            raise ValueError(f"ONNX model {str(path)!r}: ONNX Runtime cannot run it with the providers "
+                             f"{list(providers or default_providers())} ({detail})") from None
         raise ValueError(f"ONNX model {str(path)!r}: not a readable ONNX model ({detail})") from None
     inputs = session.get_inputs()
     if len(inputs) != 1:
