@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import unveil
+from unveil.compare import FLOOR_CELLS
 from unveil import metrics
 from unveil.cli import main
 from unveil.methods.registry import method_specs
@@ -59,6 +60,16 @@ def opts(*names):
     return {n: FAST[n] for n in names if n in FAST}
 
 
+def test_compare_deletion_baseline_none_keeps_each_methods_own(tiny, image):
+    cmp = unveil.compare(tiny, image, methods=["lime"], budget=40, options=opts("lime"), progress=False, step=0.1,
+                         random_floor=False, deletion_baseline=None)
+    exp = cmp.entries[0].explanations[0]
+    own = metrics.Deletion(step=0.1)(tiny, image, exp)
+    assert own.details["baseline"] == "segment_mean" and cmp.entries[0].deletion[0].score == pytest.approx(own.score)
+    mean = metrics.Deletion(baseline="mean", step=0.1)(tiny, image, exp)
+    assert abs(mean.score - own.score) > 1e-4  # the baselines differ on this image, so the choice matters
+
+
 def test_compare_one_target_writes_a_report_with_one_section_per_method(tiny, image, tmp_path):
     cmp = unveil.compare(tiny, image, methods=["lime", "occlusion"], budget=40, options=opts("lime", "occlusion"), progress=False, step=0.1,
                          out=tmp_path / "r" / "report.html")
@@ -69,12 +80,19 @@ def test_compare_one_target_writes_a_report_with_one_section_per_method(tiny, im
     for e in cmp.entries:
         exp = e.explanations[0]
         assert exp.n_evals <= 40 and exp.params["budget"] == 40
-        # the scores in the comparison are the metrics' own on that explanation
-        assert e.deletion[0].score == pytest.approx(metrics.Deletion(step=0.1)(tiny, image, exp).score)
+        # the scores in the comparison are the metrics' own on that explanation, deletion against one baseline
+        # for every method (LIME's own would be its segment means)
+        assert e.deletion[0].score == pytest.approx(metrics.Deletion(baseline="mean", step=0.1)(tiny, image, exp).score)
+        assert e.deletion[0].details["baseline"] == "mean"
         assert e.insertion[0].score == pytest.approx(metrics.Insertion(step=0.1)(tiny, image, exp).score)
         assert len(e.deletion[0].y) == 11
     rows = cmp.table()
     assert [r["method"] for r in rows] == ["lime", "occlusion", "random"]
+    # the floor ranks grid cells at random (a per-pixel random map deletes scattered pixels: no floor)
+    rnd = metrics.random_explanation(cmp.entries[0].explanations[0], 0, cells=FLOOR_CELLS)
+    assert len(np.unique(rnd.map)) <= FLOOR_CELLS
+    assert cmp.floor[0][0].score == pytest.approx(metrics.Deletion(baseline="mean", step=0.1)(tiny, image, rnd).score)
+    assert cmp.floor[0][1].score == pytest.approx(metrics.Insertion(step=0.1)(tiny, image, rnd).score)
 
     text = (tmp_path / "r" / "report.html").read_text()
     page = parse(text)

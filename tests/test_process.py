@@ -70,3 +70,15 @@ def test_unveil_methods_lists_the_names_and_reaches_the_method_modules():
     assert {"lime", "streak", "modified_rules"} <= set(dir(unveil.methods))
     with pytest.raises(AttributeError, match="no module 'nope'"):
         unveil.methods.nope
+
+
+@pytest.mark.parametrize("first", ["from unveil.compare import Comparison", "import unveil.compare",
+                                   "unveil.compare; from unveil.compare import Comparison"])
+def test_importing_the_compare_module_keeps_unveil_compare_the_function(first):
+    """Importing the submodule ``unveil.compare`` (a user's ``from unveil.compare import Comparison``) would bind
+    the module to the package's name ``compare``, and ``unveil.compare(...)`` failed as "'module' object is not
+    callable"."""
+    r = run(f"import sys, unveil; {first}; m = sys.modules['unveil.compare']; "
+            "print(callable(unveil.compare), unveil.compare is m.compare, type(m).__name__)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "module"]

@@ -87,13 +87,18 @@ methods = _Methods()
 
 
 class _Package(types.ModuleType):
-    """This package's module type: when the subpackage ``unveil.methods`` is first imported (lazily, maybe long
-    after this module ran), the import system would bind it to the name ``methods`` here, hiding the callable
-    above; the callable keeps the name (and reaches the subpackage's modules as its attributes)."""
+    """This package's module type: when a submodule is first imported (lazily, maybe long after this module ran,
+    or by a user's ``from unveil.compare import Comparison``), the import system binds it to its name here.
+    Where that name is a function of the package (``compare``) or the callable above (``methods``), the
+    module would hide it (``unveil.compare(...)``: "'module' object is not callable"); the function keeps the
+    name (and ``unveil.methods`` reaches the subpackage's modules as its attributes)."""
 
     def __setattr__(self, name, value):
-        if name == "methods" and isinstance(value, types.ModuleType):
-            return
+        if isinstance(value, types.ModuleType):
+            if name == "methods":
+                return
+            if _EXPORTS.get(name) == f".{name}":
+                value = getattr(value, name)
         super().__setattr__(name, value)
 
 

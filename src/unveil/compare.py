@@ -17,13 +17,24 @@ import numpy as np
 
 from .checks import scalar_target
 from .explanation import Explanation
-from .metrics import DEFAULT_STEP, Deletion, Insertion, MetricResult, check_fraction, random_explanation
+from .metrics import (
+    DEFAULT_DELETION_BASELINE,
+    DEFAULT_STEP,
+    Deletion,
+    Insertion,
+    MetricResult,
+    check_fraction,
+    random_explanation,
+)
 from .models.base import as_model
 
 __all__ = ["compare", "Comparison", "MethodEntry", "DEFAULT_COMPARE_METHODS"]
 
 #: the methods compared when none are named.
 DEFAULT_COMPARE_METHODS = ("lime", "occlusion")
+
+#: grid cells of the random floor's ranking (about as many regions as LIME's default segments).
+FLOOR_CELLS = 50
 
 
 @dataclass
@@ -131,6 +142,7 @@ def compare(
     options: dict[str, dict] | None = None,
     step: float | int = DEFAULT_STEP,
     random_floor: bool = True,
+    deletion_baseline=DEFAULT_DELETION_BASELINE,
     top_k: int = 5,
     top_fraction: float = 0.1,
     batch_size: int | None = None,
@@ -143,8 +155,12 @@ def compare(
     evaluations per explanation, passed to the perturbation methods only (gradient methods take none).
     ``targets``: a class (number or name) or a list of them; default the top class. With two or more the report
     shows the classes' maps side by side. ``options``: per-method options, e.g. ``{"lime": {"n_features": 30}}``.
-    ``step``: deletion/insertion pixels per step (fraction of the image or int). ``random_floor``: also score a
-    random map. ``out``: write the HTML report there too.
+    ``step``: deletion/insertion pixels per step (fraction of the image or int). ``deletion_baseline``: what
+    deleted pixels become, the same for every method so that their scores compare (default the image's mean
+    colour; None: each explanation's own baseline, as :class:`~unveil.metrics.Deletion` alone takes it).
+    ``random_floor``: also score a random ranking of about :data:`FLOOR_CELLS` grid cells (regions like those
+    the methods find: deleting scattered random pixels hurts most models faster than any ranking of regions,
+    so a per-pixel random map is no floor). ``out``: write the HTML report there too.
     """
     from .api import explain
 
@@ -166,7 +182,7 @@ def compare(
         from .report import check_report_path
 
         check_report_path(out)
-    deletion = Deletion(step=step, seed=seed, batch_size=batch_size, progress=progress)
+    deletion = Deletion(baseline=deletion_baseline, step=step, seed=seed, batch_size=batch_size, progress=progress)
     insertion = Insertion(step=step, seed=seed, batch_size=batch_size, progress=progress)
 
     original, x = model.prepare(image)
@@ -198,7 +214,7 @@ def compare(
     if random_floor:
         floor = []
         for exp in entries[0].explanations:
-            rnd = random_explanation(exp, seed)
+            rnd = random_explanation(exp, seed, cells=FLOOR_CELLS)
             floor.append((deletion(model, original, rnd), insertion(model, original, rnd)))
     name = str(image) if isinstance(image, (str, Path)) else ""
     result = Comparison(
