@@ -61,8 +61,8 @@ class Comparison:
     """What :func:`compare` measured; ``to_html()`` / ``save(path)`` make the report.
 
     ``top``: the model's top-5 classes as (index, label, probability). ``targets``: the explained classes.
-    ``floor``: deletion and insertion results of a random map per target (the level any method should beat),
-    or None. ``top_k`` / ``top_fraction``: the size of the top masks shown (segments / fraction of pixels).
+    ``floor``: deletion and insertion results of a random ranking of grid cells per target (the level any method
+    should beat), or None. ``top_k`` / ``top_fraction``: the size of the top masks shown (segments / fraction of pixels).
     """
 
     image: np.ndarray

@@ -91,7 +91,7 @@ def _curves_png(cmp, kind: str, t: int) -> bytes:
         ax.plot(r.x, r.y, label=f"{e.method} (AUC {r.score:.3f})", linewidth=1.6)
     if cmp.floor:
         r = cmp.floor[t][0 if kind == "deletion" else 1]
-        ax.plot(r.x, r.y, "k--", label=f"random map (AUC {r.score:.3f})", linewidth=1.0)
+        ax.plot(r.x, r.y, "k--", label=f"random regions (AUC {r.score:.3f})", linewidth=1.0)
     first = getattr(cmp.entries[0], kind)[t]
     ax.set_xlabel(first.x_label)
     ax.set_ylabel(first.y_label)
@@ -123,7 +123,7 @@ def _summary(cmp) -> str:
             )
         if cmp.floor:
             d, i = cmp.floor[t]
-            rows.append(f"<tr><td><i>random map</i></td><td>{_esc(label)}</td><td class='num'>-</td>"
+            rows.append(f"<tr><td><i>random regions</i></td><td>{_esc(label)}</td><td class='num'>-</td>"
                         f"<td class='num'>-</td><td class='num'>{_fmt(d.score)}</td><td class='num'>{_fmt(i.score)}</td></tr>")
     return (
         "<table class='summary'><tr><th>method</th><th>target</th><th>n_evals</th><th>seconds</th>"
