@@ -9,9 +9,11 @@ blends the input x0 with its perturbed version eta: ``x = eta + M * (x0 - eta)``
 with ``TV_beta(m) = sum_u ((m(u) - m(u + e_row))^2 + (m(u) - m(u + e_col))^2)^(beta / 2)`` (forward
 differences, zero past the last row and column), m projected onto [0, 1] after every step, the input shifted
 by a random jitter of a few pixels and small Gaussian noise added to the mask at every step (gradients pass
-through the noise's clamp). Defaults are the authors' (lambda1 = 1e-4, lambda2 = 1e-2, beta = 3, lr 0.1,
-300 iterations, 28 x 28 mask, blur sigma 10 pixels of the model input). The map is ``1 - M``: 1 where the
-image had to be deleted.
+through the noise's clamp). The objective's weights and schedule are the authors' (lambda1 = 1e-4,
+lambda2 = 1e-2, beta = 3, lr 0.1, at most 300 iterations, 28 x 28 mask, blur sigma 10 pixels of the model
+input); unlike their code, the optimization stops early by default (``stop_below``; None runs every
+iteration, a tighter mask), starts from an all-ones mask, upsamples bilinearly and adds mask noise 0.02.
+The map is ``1 - M``: 1 where the image had to be deleted.
 
 Many images: :func:`explain_batch` optimizes one mask per image as one batch on the model's device.
 """

@@ -6,8 +6,9 @@ pixel is the score-weighted mean of the masks, normalized by the expected mask v
 
     map = sum_i f(x_i) M_i / (N p),   x_i = baseline + M_i (x - baseline)
 
-(the paper's estimator of E[f(x_M) | M(pixel) = 1]; with the default zero baseline x_i = M_i x as in the
-paper). By default the mean score is used as a control variate (``centered``): the same expectation, much
+(the paper's estimator of E[f(x_M) | M(pixel) = 1]; with the default zero baseline x_i = M_i x, black where
+hidden. The paper's code multiplies the *normalized* input, so its hidden pixels show the dataset's mean
+colour: ``baseline`` set to that colour reproduces it; for ImageNet models ``"gray"`` is close). By default the mean score is used as a control variate (``centered``): the same expectation, much
 less noise. The low-resolution grids and shifts are drawn in blocks as the passes need them; the full-size
 masks are made chunk by chunk and folded into running sums, so no more than one chunk of them exists at a
 time.
@@ -132,7 +133,8 @@ def rise(
     """``n_masks`` random masks (``budget`` caps them; the paper used 4000 to 8000 on a GPU, 1000 keeps a
     CPU call to seconds), grids of ``s`` x ``s`` cells (default 7, or the input's shorter side when that is
     smaller) kept with probability ``p``; hidden pixels show
-    ``baseline`` (default 'zero', the paper's image times mask). The paper's map is sum_i f(x_i) M_i / (N p)
+    ``baseline`` (default 'zero': black, the image times the mask; the paper's code hid pixels at the
+    dataset's mean colour, as it multiplied the normalized input). The paper's map is sum_i f(x_i) M_i / (N p)
     (``centered=False``). By default the mean score f̄ is its control variate: sum_i (f(x_i) - f̄) M_i / (N p)
     + f̄, the same expectation with the noise of the scores' level removed — with 1000 masks the paper's sum
     carries a ripple of about 3 % of the mean score (10 % over a model that ignores its input, whose centered
