@@ -62,7 +62,8 @@ class Comparison:
 
     ``top``: the model's top-5 classes as (index, label, probability). ``targets``: the explained classes.
     ``floor``: deletion and insertion results of a random ranking of grid cells per target (the level any method
-    should beat), or None. ``top_k`` / ``top_fraction``: the size of the top masks shown (segments / fraction of pixels).
+    should beat), or None. ``top_k`` / ``top_fraction``: the size of the top masks shown (segments / fraction
+    of pixels).
     """
 
     image: np.ndarray

@@ -95,11 +95,11 @@ def kernelshap(
     sampling: str = "kernel",
     paired: bool = True,
 ) -> MethodResult:
-    """``n_samples`` coalitions besides the empty and the full one (``budget`` caps them; the full one is
-    the input itself, the empty one costs one evaluation). Repeated coalitions are scored once, so the
-    evaluations are at most ``n_samples + 2`` (the input's own pass and the empty coalition counted); under a budget the samples are drawn chunk by chunk and the
-    evaluations saved by repeats buy more samples. ``sampling``: 'kernel' (sizes drawn by the kernel,
-    ``paired`` with complements) or 'uniform' (LIME's masks, weighted by the kernel). ``extras``: ``r2``
+    """``n_samples`` coalitions besides the empty and the full one (``budget`` caps them; the full one is the input
+    itself, the empty one costs one evaluation). Repeated coalitions are scored once, so the evaluations are at most
+    ``n_samples + 2`` (the input's own pass and the empty coalition counted); under a budget the samples are drawn
+    chunk by chunk and the evaluations saved by repeats buy more samples. ``sampling``: 'kernel' (sizes drawn by the
+    kernel, ``paired`` with complements) or 'uniform' (LIME's masks, weighted by the kernel). ``extras``: ``r2``
     (kernel-weighted fit of the sampled scores), ``intercept`` (= f(none)), ``f_all``, ``n_samples``,
     ``masks_evaluated``.
     """

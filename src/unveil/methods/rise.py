@@ -6,12 +6,12 @@ pixel is the score-weighted mean of the masks, normalized by the expected mask v
 
     map = sum_i f(x_i) M_i / (N p),   x_i = baseline + M_i (x - baseline)
 
-(the paper's estimator of E[f(x_M) | M(pixel) = 1]; with the default zero baseline x_i = M_i x, black where
-hidden. The paper's code multiplies the *normalized* input, so its hidden pixels show the dataset's mean
-colour: ``baseline`` set to that colour reproduces it; for ImageNet models ``"gray"`` is close). By default the mean score is used as a control variate (``centered``): the same expectation, much
-less noise. The low-resolution grids and shifts are drawn in blocks as the passes need them; the full-size
-masks are made chunk by chunk and folded into running sums, so no more than one chunk of them exists at a
-time.
+(the paper's estimator of E[f(x_M) | M(pixel) = 1]; with the default zero baseline x_i = M_i x, black where hidden.
+The paper's code multiplies the *normalized* input, so its hidden pixels show the dataset's mean colour:
+``baseline`` set to that colour reproduces it; for ImageNet models ``"gray"`` is close). By default the mean score
+is used as a control variate (``centered``): the same expectation, much less noise. The low-resolution grids and
+shifts are drawn in blocks as the passes need them; the full-size masks are made chunk by chunk and folded into
+running sums, so no more than one chunk of them exists at a time.
 """
 
 from __future__ import annotations
