@@ -17,6 +17,10 @@ leaves a mean |x - x'| of about 0.1) and early stopping marks the first x' the m
 ``init="random"`` starts from PyTorch's default convolution initialisation instead (x' is then noise at step
 0, so early stopping would end the optimization at once: combine it with ``stop_below=0``).
 
+Caveat: the generator's easiest way to erase a class is a global change of brightness and contrast, so with
+the defaults the difference follows the image's brightness and barely depends on the class (measured figures in
+the README; a smaller ``lr`` such as 5e-4 with ``init_noise=0`` gave class-specific maps at 2-5x the time).
+
 Many images: :func:`explain_batch` trains one generator per image, all as one batch (grouped convolutions).
 """
 
