@@ -139,18 +139,26 @@ def test_model_from_a_python_file_attribute(tmp_path, photo, capsys, attr, n_cla
 
 
 def test_model_from_a_module_in_the_current_folder(tmp_path, photo, monkeypatch):
-    """`--model name:attr` finds name.py in the current folder, as `python -m` would (the console script's
-    sys.path does not hold the current folder); sys.path is left as it was."""
+    """`--model name:attr` finds name.py in the current folder, as under `python -m` (the console script's
+    sys.path does not hold the current folder), which then stays on sys.path, so the module's later imports of
+    its neighbours work; a failed import leaves sys.path as it was."""
     from unveil.cli import load_cli_model
 
-    (tmp_path / "unveil_cwd_models_xyz.py").write_text(USER_MODELS)
+    (tmp_path / "unveil_cwd_models_xyz.py").write_text(USER_MODELS + "\ndef lazy():\n"
+                                                     "    import unveil_cwd_helper_xyz\n"
+                                                     "    return unveil_cwd_helper_xyz.build()\n")
+    (tmp_path / "unveil_cwd_helper_xyz.py").write_text("from unveil_cwd_models_xyz import build\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))
     path_before = list(sys.path)
-    model = load_cli_model("unveil_cwd_models_xyz:build")
-    assert model.labels == ["bright", "dark"] and sys.path == path_before
     with pytest.raises(ValueError, match=r"no_such_module_xyz.py must be in the current folder"):
         load_cli_model("no_such_module_xyz:build")
-    monkeypatch.delitem(sys.modules, "unveil_cwd_models_xyz")
+    with pytest.raises(ValueError, match=r"a package folder no_such_pkg_xyz/ must be in the current folder"):
+        load_cli_model("no_such_pkg_xyz.sub:build")
+    assert sys.path == path_before
+    model = load_cli_model("unveil_cwd_models_xyz:lazy")
+    assert model.labels == ["bright", "dark"] and sys.path == [str(tmp_path)] + path_before
 
 
 def test_unknown_method_is_rejected_by_the_parser(photo, capsys):

@@ -346,3 +346,29 @@ def test_cli_evaluate_randomization_of_a_constant_map(photo, tmp_path, capsys):
                    "--metrics", "randomization", "--no-progress"])
     assert rc == 0  # was KeyError: 'ssim'
     assert "undefined: the map is constant" in capsys.readouterr().out
+
+
+def test_compare_deletion_baseline_is_checked_before_the_methods_run(tiny, image, tmp_path):
+    calls = []
+    real = tiny.forward
+
+    def counting(x, *args, **kwargs):
+        calls.append(len(x))
+        return real(x, *args, **kwargs)
+
+    tiny.forward = counting
+    with pytest.raises(ValueError, match="deletion_baseline: .*bogus"):
+        unveil.compare(tiny, image, methods=["occlusion"], deletion_baseline="bogus", progress=False)
+    with pytest.raises(ValueError, match="deletion_baseline: the baseline image is 30 x 10"):
+        unveil.compare(tiny, image, methods=["occlusion"], deletion_baseline=np.zeros((30, 10, 3), np.float32),
+                       progress=False)
+    assert sum(calls) <= 2  # at most the prediction pass: no explanation was made
+    del tiny.forward
+    grads = [s.name for s in method_specs() if s.family == "gradient"]
+    with pytest.raises(ValueError, match=f"'segment_mean' needs segments, and method '{grads[0]}' gives a pixel"):
+        unveil.compare(tiny, image, methods=[grads[0]], deletion_baseline="segment_mean", progress=False)
+    # with segments everywhere (the floor ranks grid cells, so it has them too) segment_mean works
+    cmp = unveil.compare(tiny, image, methods=["lime"], options=opts("lime"), deletion_baseline="segment_mean",
+                         step=0.25, progress=False, out=tmp_path / "r.html")
+    assert cmp.floor[0][0].details["baseline"] == "segment_mean"
+    assert "to the baseline &#x27;segment_mean&#x27;" in (tmp_path / "r.html").read_text()

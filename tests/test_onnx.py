@@ -429,6 +429,16 @@ def test_use_onnxruntime_needs_a_cpu_torch_module_with_a_fixed_size():
     assert m.inference == "torch"
     p = m.probabilities(torch.rand(3, 3, 32, 32))
     assert p.shape == (3, 10) and p.dtype == torch.float32
+    # without convolutions a float64 module runs on ONNX Runtime (its CPU kernels have float64 matmuls)
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).double()
+    m = unveil.Model(lin, input_size=(8, 8)).use_onnxruntime()
+    x = torch.rand(5, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = m.probabilities(x, batch_size=5)
+    assert m.inference == "onnxruntime" and m._ort is not None
+    torch.testing.assert_close(p, unveil.Model(lin, input_size=(8, 8)).probabilities(x, batch_size=5), atol=1e-5,
+                               rtol=1e-5)
 
 
 def test_a_graph_the_providers_cannot_run_is_named_so(tmp_path):

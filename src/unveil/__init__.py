@@ -32,7 +32,7 @@ _EXPORTS = {
     "load_model": ".models",
     "tune_cpu": ".tuning",
     "metrics": None,
-    "compare": ".compare",
+    "compare": None,  # the module, callable as the function (see unveil.compare)
     "explain_tabular": ".tabular_explain",
     "tabular_methods": ".tabular_explain",
 }
@@ -87,18 +87,14 @@ methods = _Methods()
 
 
 class _Package(types.ModuleType):
-    """This package's module type: when a submodule is first imported (lazily, maybe long after this module ran,
-    or by a user's ``from unveil.compare import Comparison``), the import system binds it to its name here.
-    Where that name is a function of the package (``compare``) or the callable above (``methods``), the
-    module would hide it (``unveil.compare(...)``: "'module' object is not callable"); the function keeps the
-    name (and ``unveil.methods`` reaches the subpackage's modules as its attributes)."""
+    """This package's module type: when the subpackage ``unveil.methods`` is first imported (lazily, maybe long
+    after this module ran), the import system would bind it to the name ``methods`` here, hiding the callable
+    above; the callable keeps the name (and reaches the subpackage's modules as its attributes). The module
+    ``unveil.compare`` needs no such care: it is callable itself, as the function."""
 
     def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType):
-            if name == "methods":
-                return
-            if _EXPORTS.get(name) == f".{name}":
-                value = getattr(value, name)
+        if name == "methods" and isinstance(value, types.ModuleType):
+            return
         super().__setattr__(name, value)
 
 

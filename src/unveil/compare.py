@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -132,6 +134,24 @@ def _check_methods(methods, model) -> list:
     return check_model_for(model, methods)
 
 
+def _is_segment_mean(baseline) -> bool:
+    return isinstance(baseline, str) and baseline == "segment_mean"
+
+
+def _check_deletion_baseline(baseline, original: np.ndarray, x) -> None:
+    """A bad ``deletion_baseline`` (an unknown name, an image of another picture) is an error before any
+    method runs; ``segment_mean`` is checked per method (it needs segments)."""
+    if baseline is None or _is_segment_mean(baseline):
+        return
+    from .images import check_drawn_for
+
+    check_drawn_for(baseline, original.shape[:2], tuple(x.shape[1:]), "deletion_baseline")
+    try:
+        Deletion._make(x, baseline, None, strict=True)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"deletion_baseline: {err}") from None
+
+
 def compare(
     model,
     image,
@@ -187,6 +207,7 @@ def compare(
     insertion = Insertion(step=step, seed=seed, batch_size=batch_size, progress=progress)
 
     original, x = model.prepare(image)
+    _check_deletion_baseline(deletion_baseline, original, x)
     probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()
     order = np.argsort(-probs, kind="stable")[:5]
     top = [(int(i), model.label(int(i)), float(probs[i])) for i in order]
@@ -207,6 +228,9 @@ def compare(
                           budget=budget if spec.uses_budget else None, batch_size=batch_size, progress=progress,
                           **options.get(spec.name, {}))
             exps.append(exp)
+            if exp.segments is None and _is_segment_mean(deletion_baseline):
+                raise ValueError(f"deletion_baseline 'segment_mean' needs segments, and method {spec.name!r} gives "
+                                 "a pixel map; choose another baseline (or None: each method's own)")
             dels.append(deletion(model, original, exp))
             inss.append(insertion(model, original, exp))
         entries.append(MethodEntry(spec.name, exps, dels, inss))
@@ -227,3 +251,14 @@ def compare(
     if out is not None:
         result.save(out)
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """This module's type: ``unveil.compare`` is both the module (``unveil.compare.Comparison``, ``import
+    unveil.compare as uc``) and the function (``unveil.compare(model, image, ...)`` calls :func:`compare`)."""
+
+    def __call__(self, *args, **kwargs):
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -210,7 +210,10 @@ def random_explanation(explanation: Explanation, seed: int = 0, cells: int | Non
         if isinstance(cells, bool) or not isinstance(cells, (int, np.integer)) or cells < 1:
             raise ValueError(f"cells: expected a positive int or None, got {cells!r}")
         labels = grid(*explanation.map.shape, int(cells))
-        m = rng.random(int(labels.max()) + 1).astype(np.float32)[labels]
+        weights = rng.random(int(labels.max()) + 1).astype(np.float32)
+        return Explanation(map=weights[labels], segments=labels, weights=weights, target=explanation.target,
+                           label=explanation.label, score=explanation.score, method="random", params={},
+                           seed=seed, image=explanation.image)
     return Explanation(map=m, target=explanation.target, label=explanation.label, score=explanation.score,
                        method="random", params={}, seed=seed, image=explanation.image)
 

@@ -176,6 +176,12 @@ def _class_comparison(cmp) -> str:
     )
 
 
+def _deletion_to(cmp) -> str:
+    """What deleted pixels became, from the deletion results: one baseline for every method, or each its own."""
+    used = {str(d.details.get("baseline")) for e in cmp.entries for d in e.deletion}
+    return f"to the baseline {used.pop()!r}" if len(used) == 1 else "to each method's own baseline"
+
+
 def render_html(cmp) -> str:
     """The report of a :class:`unveil.compare.Comparison` as one HTML string."""
     top_rows = "".join(
@@ -201,7 +207,7 @@ def render_html(cmp) -> str:
         "<table><tr><th>class</th><th>label</th><th>probability</th></tr>" + top_rows + "</table></div></section>",
         "<section id='summary'><h2>Summary</h2>" + _summary(cmp) + "</section>",
         "<section id='curves'><h2>Deletion and insertion curves</h2><p class='meta'>Deletion removes the most "
-        "important pixels first (to each method's baseline); insertion adds them to a blurred copy. All "
+        f"important pixels first ({_esc(_deletion_to(cmp))}); insertion adds them to a blurred copy. All "
         "methods on one plot each.</p>" + "".join(curves) + "</section>",
     ]
     if len(cmp.targets) > 1:

@@ -439,9 +439,11 @@ def smoothgrad(
         raise ValueError("base: smoothgrad cannot wrap itself")
     if output is not None:
         base_options = option_mapping("base_options", base_options)
-        inner = base_options.setdefault("output", check_output(output))
+        inner = check_output(base_options.setdefault("output", check_output(output)))
         if inner != output:
             raise ValueError(f"output={output!r} and base_options={{'output': {inner!r}}} disagree; give one")
+        if base in _ATTRIBUTORS and "output" not in inspect.signature(_ATTRIBUTORS[base]).parameters:
+            raise ValueError(f"output: the base method {base!r} has no option 'output'")
     att = build_attributor(base, ctx, base_options)
     att.progress = False  # one bar, over the samples
     x = ctx.x

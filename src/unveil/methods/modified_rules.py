@@ -317,6 +317,8 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
         self._stack: list = []
         self._recording = False
         self._refs: list | None = None
+        self._ref_versions: list = []
+        self._copy_refs = False
         self._call = 0
         self._accepted: set = set()  # autograd nodes inside units ruled by Gradient()
         self.n_units = 0
@@ -367,7 +369,11 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
                     return None
                 if self._recording:
                     if rule.needs_reference:
-                        self._refs.append((z.detach(), y.detach()))
+                        pair = (z.detach(), y.detach())
+                        if self._copy_refs:
+                            pair = (pair[0].clone(), pair[1].clone())
+                        self._refs.append(pair)
+                        self._ref_versions.append((z._version, y._version))
                     return None
                 z0 = y0 = None
                 if rule.needs_reference:
@@ -446,14 +452,24 @@ class ModifiedChainRule(contextlib.AbstractContextManager):
             )
 
     @contextlib.contextmanager
-    def reference(self):
-        """Forward passes in this block record the ruled units' (input, output) on the baseline."""
-        self._refs = []
+    def reference(self, copy: bool = False):
+        """Forward passes in this block record the ruled units' (input, output) on the baseline: as they are, or
+        as copies with ``copy`` (see :meth:`references_changed`)."""
+        self._refs, self._ref_versions = [], []
+        self._copy_refs = bool(copy)
         self._recording = True
         try:
             yield
         finally:
             self._recording = False
+
+    def references_changed(self) -> bool:
+        """Whether the model changed a recorded unit's input or output in place after the unit ran (``h =
+        relu(z); h.mul_(2)``), which overwrote the record; the reference pass must then be made again with
+        ``reference(copy=True)``."""
+        if self._copy_refs or not self._refs:
+            return False
+        return any((z._version, y._version) != v for (z, y), v in zip(self._refs, self._ref_versions))
 
 
 # ----------------------------------------------------------------------------- attribution
@@ -511,6 +527,9 @@ def _scope(model, rules: Sequence[tuple], name: str, baseline: torch.Tensor | No
                 raise ValueError(f"{name}: the rules need a baseline")
             with mcr.reference(), torch.no_grad():
                 state["reference"] = model.forward(baseline.unsqueeze(0))
+            if mcr.references_changed():  # recorded tensors changed in place later in the pass: copies, once more
+                with mcr.reference(copy=True), torch.no_grad():
+                    state["reference"] = model.forward(baseline.unsqueeze(0))
             if not torch.isfinite(state["reference"]).all():
                 bad = state["reference"][~torch.isfinite(state["reference"])][0]
                 raise baseline_error(model, float(bad))

@@ -468,7 +468,8 @@ class Model:
             from .onnx import _import_ort
 
             _import_ort()
-            if self.dtype == torch.float64:
+            if self.dtype == torch.float64 and any(isinstance(m, torch.nn.modules.conv._ConvNd)
+                                                   for m in self.fn.modules()):
                 import warnings
 
                 warnings.warn(f"model {self.name!r}: ONNX Runtime's CPU kernels have no float64 convolution; torch "

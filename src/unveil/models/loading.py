@@ -62,16 +62,21 @@ def _import(module: str, spec: str):
             here = os.getcwd()
             if err.name != top or here in sys.path:
                 raise
-            # the current folder, as `python -m` has it (the console script's sys.path lacks it)
+            # the current folder, first on sys.path as under `python -m` (the console script's sys.path lacks
+            # it); it stays there once the module came from it, so the module's own later imports of its
+            # neighbours work too
             sys.path.insert(0, here)
             try:
                 return importlib.import_module(module)
-            finally:
-                if sys.path and sys.path[0] == here:
-                    sys.path.pop(0)
+            except BaseException:
+                if here in sys.path:
+                    sys.path.remove(here)
+                raise
     except ModuleNotFoundError as err:
+        where = f"a file {top}.py" if top == module else f"a package folder {top}/"
         hint = "" if err.name != top else (
-            f"; a file {top}.py must be in the current folder or on PYTHONPATH, or give its path ({top}.py:...)")
+            f"; {where} must be in the current folder or on PYTHONPATH"
+            + (f", or give its path ({top}.py:...)" if top == module else ""))
         raise ValueError(f"--model {spec!r}: cannot import module {module!r} ({err}{hint})") from None
     except Exception as err:
         raise ValueError(f"--model {spec!r}: importing {module!r} failed ({type(err).__name__}: {err})") from err
