@@ -130,6 +130,46 @@ def test_occlusion_budget_grows_the_stride():
     assert capped.n_evals <= 30 and capped.extras["stride"] > 2
 
 
+def test_occlusion_budget_rule_by_hand_and_every_pixel_stays_covered():
+    """Under a budget the stride grows up to the window, then the window by an eighth (at least 1) with the
+    stride equal to it: traced by hand for two cases; the stride never passes the window, so no pixel is left
+    out of every window."""
+    from unveil.methods.occlusion import fit_to_budget, window_starts
+
+    # 20 x 20, window 4: stride 2, 3, 4 give 81, 49, 25 windows; window 5, stride 5 gives 4 x 4 = 16
+    assert fit_to_budget(20, 20, 4, 2, 16) == (5, 5)
+    # 100 x 100, window 16: windows 16, 18, 20, 22, 24, 27, 30, 33 are too many, 37 gives 3 x 3
+    assert fit_to_budget(100, 100, 16, 16, 9) == (37, 37)
+    for h, w, window, stride, budget in [(20, 20, 4, 2, 16), (37, 23, 5, 1, 11), (64, 48, 9, 3, 5), (9, 30, 2, 1, 7)]:
+        win, st = fit_to_budget(h, w, window, stride, budget)
+        ys, xs = window_starts(h, win, st), window_starts(w, win, st)
+        assert st <= win and len(ys) * len(xs) <= budget
+        covered = np.zeros((h, w), bool)
+        for y in ys:
+            for x in xs:
+                covered[y:y + win, x:x + win] = True
+        assert covered.all()
+
+
+def test_occlusion_default_window_and_stride():
+    """Default window: a seventh of the shorter side (rounded); stride: half the window; a given window longer
+    than the shorter side is kept up to the longer side."""
+    model = unveil.Model(PixelLinear(np.ones((3, 224, 160)) * 1e-4), input_size=(224, 160), outputs="scores")
+    exp = unveil.explain(model, np.full((224, 160, 3), 0.5, np.float32), method="occlusion", target=0,
+                         progress=False)
+    assert (exp.extras["window"], exp.extras["stride"]) == (round(160 / 7), round(160 / 7) // 2) == (23, 11)
+    rng = np.random.default_rng(2)
+    weights = rng.normal(size=(3, 10, 30)) * 0.01
+    image = rng.random((10, 30, 3)).astype(np.float32)
+    model = unveil.Model(PixelLinear(weights), input_size=(10, 30), outputs="scores")
+    exp = unveil.explain(model, image, method="occlusion", target=0, window=20, stride=5, baseline="zero",
+                         progress=False)
+    assert exp.extras["window"] == 20
+    contrib = (weights * image.transpose(2, 0, 1)).sum(0)
+    drops = [contrib[:, x:x + 20].sum() for x in (0, 5, 10)]  # one row of windows: 10 rows, 20 columns each
+    np.testing.assert_allclose(exp.extras["drops"], drops, atol=1e-5)
+
+
 @pytest.mark.parametrize("alpha", [1e-6, 0.01, 1.0, 25.0])
 def test_weighted_ridge_equals_scikit_learns_ridge_with_sample_weights(alpha):
     from sklearn.linear_model import Ridge
