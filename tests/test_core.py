@@ -128,6 +128,65 @@ def test_blur_matches_scipy():
     assert torch.allclose(gaussian_blur(torch.full((3, 9, 9), 0.3), 3.0), torch.tensor(0.3))
 
 
+def test_blur_baseline_default_sigma_is_a_tenth_of_the_shorter_side():
+    from scipy.ndimage import gaussian_filter
+
+    x = torch.rand(3, 20, 40)
+    ours = make_baseline(x, "blur").numpy()
+    ref = np.stack([gaussian_filter(c.numpy().astype(np.float64), 2.0, mode="mirror", truncate=3.0) for c in x])
+    np.testing.assert_allclose(ours, ref, atol=2e-3)
+
+
+def test_float_images_get_only_rounding_slack():
+    """Values within 1e-5 outside [0, 1] (the caller's own rounding) are clipped; 1.001 is an error."""
+    from unveil.images import to_float
+
+    np.testing.assert_array_equal(to_float(np.array([[1 + 5e-6, -5e-6]], np.float32))[..., 0], [[1.0, 0.0]])
+    for bad in (1.001, -0.001):
+        with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\]"):
+            to_float(np.full((2, 2), bad, np.float32))
+
+
+def test_rgb_projection_keeps_the_image_the_right_way_up():
+    """A 2-channel image whose channels are both a ramp t: the first principal axis is (1, 1)/sqrt(2), so the
+    first output channel is t rescaled to [0, 1], not its negative."""
+    from unveil.images import rgb_projection
+
+    t = np.linspace(0.1, 0.7, 24, dtype=np.float32).reshape(4, 6)
+    out = rgb_projection(np.stack([t, t], axis=2))
+    np.testing.assert_allclose(out[..., 0], (t - t.min()) / (t.max() - t.min()), atol=1e-6)
+
+
+def _weights_explanation(weights, **kw):
+    weights = np.asarray(weights, np.float32)
+    segments = np.arange(weights.size, dtype=np.int32).reshape(1, -1)
+    return unveil.Explanation(map=weights[segments], segments=segments, weights=weights, target=0, label="c",
+                              score=0.5, method=kw.pop("method", "lime"), params=kw.pop("params", {}), seed=0, **kw)
+
+
+def test_top_features_and_top_mask_rules():
+    """Ties go to the lower index; a fraction counts pixels rounded (0.29 of 100 is 29, though 0.29 * 100 is
+    28.999...); the top pixels are the largest signed values, not the largest magnitudes."""
+    assert list(_weights_explanation([1, 3, 3, 0]).top_features(2)) == [1, 2]
+    assert _weights_explanation(np.arange(100) / 100).top_mask(fraction=0.29).sum() == 29
+    mask = _weights_explanation([-5, 1, 2]).top_mask(fraction=1 / 3)
+    np.testing.assert_array_equal(mask, [[False, False, True]])
+    # a STREAK explanation without a fill (a table's STREAK has none): only the selected features
+    sel = _weights_explanation([0, 0, 0.4, 0], method="streak", extras={"selected": [2]})
+    assert list(sel.top_features(3)) == [2]
+
+
+def test_save_load_is_exact_for_257_segments_and_for_images_not_all_8_bit(tmp_path):
+    exp = _weights_explanation(np.linspace(-1, 1, 257))
+    flat = (np.arange(20 * 257 * 3) % 256 / 255.0).astype(np.float32)  # every value k / 255 ...
+    flat[-1] = 0.1234567  # ... but the last, after the first 4096 that are checked cheaply
+    exp = dataclasses.replace(exp, image=flat.reshape(20, 257, 3))
+    back = unveil.Explanation.load(exp.save(tmp_path / "e.npz"))
+    np.testing.assert_array_equal(back.segments, exp.segments)
+    assert back.segments.max() == 256
+    np.testing.assert_array_equal(back.image, exp.image)
+
+
 # ----------------------------------------------------------------------------- segmentation
 @pytest.mark.parametrize("h, w, n", [(224, 224, 49), (224, 224, 50), (40, 48, 16), (10, 300, 12)])
 def test_grid_has_about_n_cells(h, w, n):
