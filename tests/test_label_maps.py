@@ -225,3 +225,26 @@ def test_pictures_resized_apart_from_one_original_are_the_same_picture():
     assert same_picture((169, 150), (692, 610))  # both from 1813 x 1600
     for a, b in (((128, 96), (96, 128)), ((96, 64), (96, 128)), ((5, 500), (96, 128)), ((100, 120), (100, 100))):
         assert not same_picture(a, b), (a, b)
+
+
+def test_a_lost_thin_segment_is_placed_at_the_middle_of_its_pixels():
+    """A 1-pixel strip at row 50 of a 100 x 100 map falls between the rows 10 x 10 sampling reads (5, 15, ...,
+    95): its 100 pixels are worth one output pixel, taken from the middle of the ten output pixels it covers
+    (row 5, columns 0..9 in raster order: the one at index int(0.5 * 10 / 1) = 5), not from an end."""
+    labels = np.zeros((100, 100), np.int64)
+    labels[50] = 1
+    small = resize_labels(labels, (10, 10))
+    assert (small == 1).sum() == 1 and small[5, 5] == 1
+
+
+def test_felzenszwalb_is_scikit_images_at_the_documented_scale():
+    """n_features sets felzenszwalb's scale to h*w / (4 n) and its min_size to max(8, h*w // (8 n))."""
+    from skimage.segmentation import felzenszwalb
+
+    from unveil.segmentation import relabel
+
+    img = np.random.default_rng(4).random((48, 64, 3)).astype(np.float32)
+    img[10:30, 20:50] = [0.9, 0.1, 0.1]
+    ours = segment(img, "felzenszwalb", n_features=12)
+    ref = relabel(felzenszwalb(img, scale=48 * 64 / (4 * 12), sigma=0.8, min_size=max(8, 48 * 64 // (8 * 12))))
+    np.testing.assert_array_equal(ours, ref)
