@@ -105,6 +105,10 @@ def test_shapley_of_an_additive_model_is_exact_with_zero_error():
     assert np.all(exp.extras["stderr"] < 1e-6)
     assert exp.extras["n_permutations"] == 6
     assert exp.extras["f_none"] == pytest.approx(0.1, abs=1e-6)
+    # without a budget or n_permutations: the documented 20 permutations
+    default = unveil.explain(segment_linear_model(coef, labels), np.ones((24, 24, 3), np.float32), method="shapley",
+                             target=0, seed=4, segmentation=labels, baseline="zero", progress=False)
+    assert default.extras["n_permutations"] == 20
 
 
 def test_shapley_with_interactions_converges_to_the_brute_force_values():
