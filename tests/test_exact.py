@@ -87,12 +87,18 @@ class PixelLinear(torch.nn.Module):
         return torch.stack([s, torch.zeros_like(s)], 1)
 
 
-def test_occlusion_of_a_linear_model_equals_the_analytic_drop():
-    rng = np.random.default_rng(0)
-    h = w = 12
+def random_pixel_linear(seed: int, h: int, w: int, batch_size: int | None = None):
+    """(model, image, weights): a PixelLinear model with small random weights and a random h x w image."""
+    rng = np.random.default_rng(seed)
     weights = rng.normal(size=(3, h, w)) * 0.01
     image = rng.random((h, w, 3)).astype(np.float32)
-    model = unveil.Model(PixelLinear(weights), input_size=(h, w), outputs="scores", batch_size=8)
+    kw = {} if batch_size is None else {"batch_size": batch_size}
+    return unveil.Model(PixelLinear(weights), input_size=(h, w), outputs="scores", **kw), image, weights
+
+
+def test_occlusion_of_a_linear_model_equals_the_analytic_drop():
+    h = w = 12
+    model, image, weights = random_pixel_linear(0, h, w, batch_size=8)
     window, stride = 4, 2
     exp = unveil.explain(model, image, method="occlusion", target=0, window=window, stride=stride,
                          baseline="zero", progress=False)
@@ -111,10 +117,7 @@ def test_occlusion_of_a_linear_model_equals_the_analytic_drop():
 
 
 def test_occlusion_with_one_pixel_windows_is_gradient_times_input():
-    rng = np.random.default_rng(1)
-    weights = rng.normal(size=(3, 8, 8)) * 0.01
-    image = rng.random((8, 8, 3)).astype(np.float32)
-    model = unveil.Model(PixelLinear(weights), input_size=(8, 8), outputs="scores")
+    model, image, weights = random_pixel_linear(1, 8, 8)
     exp = unveil.explain(model, image, method="occlusion", target=0, window=1, stride=1, baseline="zero",
                          progress=False)
     np.testing.assert_allclose(exp.map, (weights * image.transpose(2, 0, 1)).sum(0), atol=1e-6)
@@ -158,10 +161,7 @@ def test_occlusion_default_window_and_stride():
     exp = unveil.explain(model, np.full((224, 160, 3), 0.5, np.float32), method="occlusion", target=0,
                          progress=False)
     assert (exp.extras["window"], exp.extras["stride"]) == (round(160 / 7), round(160 / 7) // 2) == (23, 11)
-    rng = np.random.default_rng(2)
-    weights = rng.normal(size=(3, 10, 30)) * 0.01
-    image = rng.random((10, 30, 3)).astype(np.float32)
-    model = unveil.Model(PixelLinear(weights), input_size=(10, 30), outputs="scores")
+    model, image, weights = random_pixel_linear(2, 10, 30)
     exp = unveil.explain(model, image, method="occlusion", target=0, window=20, stride=5, baseline="zero",
                          progress=False)
     assert exp.extras["window"] == 20
