@@ -939,3 +939,210 @@ def test_categorical_features_by_a_frames_number_labels():
     exp = explain_tabular(model, plain.iloc[0], background=plain, method="kernelshap", categorical_features=[3],
                           progress=False)
     assert exp.params["categorical_features"] == [3]
+
+
+
+# ----------------------------------------------------------------------------- pinned against the lime package and by hand
+def _capture_lime(monkeypatch, model, x, bg, **opts):
+    """Run LIME with discretize=False, recording every sample row the model sees (the row itself first) and the
+    (y, w) of the final ridge fit; returns (explanation, rows, y, w)."""
+    from unveil import tabular_explain as te
+
+    seen, fits = [], []
+    real_fit = te.fit_surrogate
+
+    def recording_fit(X, y, w, *a, **k):
+        fits.append((np.array(y), np.array(w)))
+        return real_fit(X, y, w, *a, **k)
+
+    def recording_model(rows):
+        seen.append(np.array(rows))
+        return model(rows)
+
+    monkeypatch.setattr(te, "fit_surrogate", recording_fit)
+    exp = explain_tabular(recording_model, x, background=bg, method="lime", discretize=False, progress=False, **opts)
+    rows = np.concatenate(seen)
+    y, w = fits[-1]
+    assert len(rows) == len(y) == len(w)
+    return exp, rows, y, w
+
+
+def _lime_scaled(bg, rows):
+    """The lime package's tabular explainer (no discretizer) over bg, and rows in its scaled space."""
+    from lime.lime_tabular import LimeTabularExplainer
+
+    explainer = LimeTabularExplainer(bg, mode="regression", discretize_continuous=False)
+    return explainer, (rows - explainer.scaler.mean_) / explainer.scaler.scale_
+
+
+def _tanh_setup(seed, F=8):
+    rng = np.random.default_rng(seed)
+    bg = rng.normal(size=(100, F)) * rng.uniform(0.5, 3, F)
+    coef = rng.normal(size=F)
+    x = bg.mean(0) + rng.normal(size=F) * bg.std(0)
+    return (lambda r: np.tanh(np.asarray(r) @ coef)), x, bg
+
+
+def test_lime_sample_weights_are_the_lime_package_kernel(monkeypatch):
+    """Sample weights = lime_tabular's default kernel sqrt(exp(-d²/kw²)), kw = 0.75 sqrt(F), d the Euclidean
+    distance to row 0 in lime's scaled space (truth: the lime package's own kernel_fn)."""
+    pytest.importorskip("lime")
+    model, x, bg = _tanh_setup(seed=1, F=5)
+    exp, rows, y, w = _capture_lime(monkeypatch, model, x, bg, num_samples=200)
+    explainer, scaled = _lime_scaled(bg, rows)
+    d = np.linalg.norm(scaled - scaled[0], axis=1)
+    np.testing.assert_allclose(w, explainer.base.kernel_fn(d), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(w, np.sqrt(np.exp(-d**2 / (np.sqrt(5) * 0.75) ** 2)), rtol=1e-12)
+    assert exp.extras["kernel_width"] == pytest.approx(0.75 * np.sqrt(5), rel=1e-15)
+
+
+@pytest.mark.parametrize("selection,k,lime_method", [("forward", 3, "forward_selection"), ("auto", 6, "auto")])
+def test_lime_feature_selection_is_the_lime_package_selection(monkeypatch, selection, k, lime_method):
+    """Forward selection (unpenalized ridge) and 'auto' at k = 6 (still forward) pick exactly the features, in
+    order, of lime_base's LimeBase.feature_selection on the same samples, targets and weights."""
+    pytest.importorskip("lime")
+    from lime.lime_base import LimeBase
+
+    model, x, bg = _tanh_setup(seed=20)  # a draw where ridge alpha 1 or highest weights would pick otherwise
+    exp, rows, y, w = _capture_lime(monkeypatch, model, x, bg, num_samples=25, num_features=k,
+                                    feature_selection=selection, seed=20)
+    explainer, scaled = _lime_scaled(bg, rows)
+    truth = LimeBase(explainer.base.kernel_fn).feature_selection(scaled, y, w, k, lime_method)
+    assert exp.extras["selected"] == [int(i) for i in truth]
+
+
+@pytest.mark.parametrize("around", [False, True])
+def test_lime_highest_weights_ranks_coefficient_times_the_rows_standardized_value(monkeypatch, around):
+    """'highest_weights' (continuous) ranks |coef x row 0's standardized value| (from the background mean, also
+    when sampling around the row): y = 5 x1 + x2 with x1 near its mean and x2 three stds off picks x2 (truth:
+    by hand, and lime_base's 'highest_weights' on the same samples)."""
+    pytest.importorskip("lime")
+    from lime.lime_base import LimeBase
+
+    rng = np.random.default_rng(0)
+    bg = rng.normal(size=(200, 3))
+    x = bg.mean(0) + np.array([0.0, 0.1, 3.0]) * bg.std(0)
+    exp, rows, y, w = _capture_lime(monkeypatch, lambda r: 5 * r[:, 1] + r[:, 2], x, bg, num_samples=500,
+                                    num_features=1, feature_selection="highest_weights",
+                                    sample_around_instance=around)
+    explainer, scaled = _lime_scaled(bg, rows)
+    truth = LimeBase(explainer.base.kernel_fn).feature_selection(scaled, y, w, 1, "highest_weights")
+    assert exp.extras["selected"] == [2] == [int(i) for i in truth]
+
+
+def test_lime_quartile_bins_put_a_value_on_a_cut_in_the_lower_bin_as_the_lime_package():
+    """A value exactly on a quartile falls in the bin it closes ('<= cut'): bins and the row's conditions equal
+    lime.discretize.QuartileDiscretizer's on integer columns whose values hit the cuts."""
+    pytest.importorskip("lime")
+    from lime.discretize import QuartileDiscretizer
+
+    from unveil.tabular_explain import Discretizer
+
+    bg = np.column_stack([np.arange(9.0), np.arange(9.0)[::-1] * 2, np.repeat([1.0, 2.0, 3.0], 3)])
+    names = ["a", "b", "c"]
+    theirs = QuartileDiscretizer(bg, [], names, labels=None)
+    rows = np.vstack([bg, [[2.0, 8.0, 2.0], [4.0, 12.0, 3.0], [6.0, 4.0, 1.0]]])  # cuts 2/4/6, 4/8/12, 1/2/3
+    np.testing.assert_array_equal(Discretizer(bg, (25, 50, 75), names).bins(rows), theirs.discretize(rows))
+    x = np.array([4.0, 12.0, 2.0])
+    exp = explain_tabular(lambda r: np.asarray(r) @ [1.0, 1.0, 1.0], x, background=bg, method="lime",
+                          feature_names=names, num_samples=50, progress=False)
+    bins = theirs.discretize(x[None])[0]
+    assert exp.extras["conditions"] == [theirs.names[j][int(b)] for j, b in enumerate(bins)]
+    assert exp.extras["conditions"][0] == "2.00 < a <= 4.00"
+
+
+def test_kernelshap_mean_baseline_breaks_a_categorical_mode_tie_at_the_smallest_code():
+    """Category counts tie between 2 and 5: the 'mean' row hides the column at 2, so for a linear model the
+    base value is a . (col0 mean, 2) (by hand)."""
+    bg = np.column_stack([[1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 2.0, 5.0, 5.0, 7.0]])
+    a = np.array([1.5, -2.0])
+    exp = explain_tabular(lambda r: np.asarray(r) @ a, np.array([0.0, 7.0]), background=bg, method="kernelshap",
+                          categorical_features=[1], progress=False)
+    assert exp.extras["base_value"] == pytest.approx(1.5 * 3.0 - 2.0 * 2.0, abs=1e-12)
+    np.testing.assert_allclose(exp.weights, a * (np.array([0.0, 7.0]) - [3.0, 2.0]), atol=1e-12)
+
+
+def test_background_baseline_draws_distinct_background_rows():
+    """n_background=3 of 4 distinct background rows: f(none) averages 3 distinct background rows (drawn without
+    replacement), seen by a recording model."""
+    bg = np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0], [3.0, 7.0]])
+    x = np.array([10.0, 20.0])
+    for seed in range(4):
+        calls = []
+
+        def model(rows):
+            calls.append(np.array(rows))
+            return np.asarray(rows) @ [1.0, 1.0]
+
+        exp = explain_tabular(model, x, background=bg, method="kernelshap", baseline="background", n_background=3,
+                              seed=seed, progress=False)
+        refs = calls[1]  # after the row itself: f(none), every feature hidden
+        assert len(refs) == 3 and len({tuple(r) for r in refs}) == 3
+        assert all(any(np.array_equal(r, b) for b in bg) for r in refs)
+        assert exp.extras["base_value"] == pytest.approx(refs.sum(axis=1).mean(), abs=1e-12)
+
+
+def test_a_feature_is_fixed_only_when_every_reference_row_holds_the_rows_value():
+    """Background rows [[x0, 0], [x0 + 2, 0]] hide feature 0 at x0 in one row only: it is not fixed, and
+    phi0 = a0 (x0 - (x0 + 1)) = -a0 (by hand, linear f = a . x)."""
+    a = np.array([3.0, -0.5])
+    x = np.array([1.0, 4.0])
+    bg = np.array([[1.0, 0.0], [3.0, 0.0]])
+    exp = explain_tabular(lambda r: np.asarray(r) @ a, x, background=bg, method="kernelshap", baseline="background",
+                          n_background=2, progress=False)
+    np.testing.assert_allclose(exp.weights, [-3.0, -0.5 * 4.0], atol=1e-12)
+    assert exp.extras["fixed_features"] == []
+
+
+def test_kernelshap_takes_the_exact_path_only_when_the_budget_pays_for_f_none_and_every_coalition():
+    """F = 3, mean baseline: the row, f(none) and 6 coalitions need 8 evaluations; budget 7 samples within it,
+    budget 8 enumerates (by hand)."""
+    rng = np.random.default_rng(0)
+    bg = rng.normal(size=(20, 3))
+    x = bg.mean(0) + 1.0
+    a = np.array([1.0, 2.0, -3.0])
+    model = lambda r: np.asarray(r) @ a  # noqa: E731
+    short = explain_tabular(model, x, background=bg, method="kernelshap", budget=7, progress=False)
+    assert not short.extras["exact"] and short.n_evals <= 7
+    full = explain_tabular(model, x, background=bg, method="kernelshap", budget=8, progress=False)
+    assert full.extras["exact"] and full.n_evals == 8
+    np.testing.assert_allclose(full.weights, a * (x - bg.mean(0)), atol=1e-12)
+
+
+def test_kernelshap_default_sample_count_counts_only_varying_features():
+    """14 features, 2 constant at the row's value: the default n_samples is 2 x 12 + 2048 (as shap, M the
+    varying features)."""
+    rng = np.random.default_rng(0)
+    bg = rng.normal(size=(30, 14))
+    bg[:, [3, 9]] = [0.25, -1.5]
+    x = bg.mean(0) + 1.0
+    x[[3, 9]] = [0.25, -1.5]
+    exp = explain_tabular(lambda r: np.asarray(r) @ np.arange(1.0, 15.0), x, background=bg, method="kernelshap",
+                          progress=False)
+    assert exp.extras["fixed_features"] == [3, 9] and not exp.extras["exact"]
+    assert exp.extras["n_samples"] == 2 * 12 + 2048
+
+
+def test_shapley_stderr_is_the_sample_standard_deviation_over_root_m():
+    """f = x0 x1, baseline 0, x = (1, 1): feature 0's draw is 1 when it joins second, else 0; with p = phi0 over
+    m permutations, stderr0 = sqrt(p (1 - p) m / (m - 1)) / sqrt(m) (ddof 1, by hand)."""
+    m = 10
+    exp = explain_tabular(lambda r: np.asarray(r)[:, 0] * np.asarray(r)[:, 1], np.array([1.0, 1.0]),
+                          background=np.zeros((3, 2)) + [[0.5, 0.5]], method="shapley", baseline=[0.0, 0.0],
+                          n_permutations=m, progress=False)
+    p = exp.weights[0]
+    assert 0 < p < 1 and exp.extras["n_permutations"] == m
+    expected = math.sqrt(p * (1 - p) * m / (m - 1)) / math.sqrt(m)
+    np.testing.assert_allclose(exp.extras["stderr"], [expected, expected], rtol=1e-12)
+
+
+def test_shapley_runs_100_permutations_by_default_and_every_one_asked_beyond_a_chunk():
+    """Default n_permutations is 100 (no budget); an explicit count above one chunk (2^21 // (3 x 2) for F = 2)
+    is run in full, not stopped after the first chunk."""
+    bg = np.random.default_rng(0).normal(size=(10, 2))
+    model = lambda r: np.asarray(r) @ [1.0, 2.0]  # noqa: E731
+    x = np.array([1.0, -1.0])
+    assert explain_tabular(model, x, background=bg, method="shapley", progress=False).extras["n_permutations"] == 100
+    many = (1 << 21) // 6 + 10
+    exp = explain_tabular(model, x, background=bg, method="shapley", n_permutations=many, progress=False)
+    assert exp.extras["n_permutations"] == many
