@@ -231,6 +231,11 @@ def test_cli_compare_writes_the_report(tmp_path, scripted, photo, capsys):
                "--out", str(out), "--no-progress", "--step", "0.25", "--batch-size", "8"])
     data = json.loads(capsys.readouterr().out)
     assert rc == 0 and data["rows"][0]["method"] == "occlusion" and data["rows"][0]["n_evals"] <= 10
+    # --deletion-baseline: one for every method (default mean), or 'own' (LIME's segment means)
+    for flag, used in (["--deletion-baseline", "gray"], "'gray'"), (["--deletion-baseline", "own"], "'segment_mean'"):
+        assert main(["compare", photo, "--model", scripted, "--methods", "lime", "--budget", "24", "-o",
+                     "n_features=16", "--out", str(out), "--no-progress", "--step", "0.25", *flag]) == 0
+        assert used in out.read_text().replace("&#x27;", "'")
 
 
 def test_cli_evaluate_text_and_json(scripted, photo, capsys):

@@ -323,7 +323,8 @@ def cmd_compare(args) -> int:
     options = {m: method_options(m, args) for m in args.methods}
     options = {m: o for m, o in options.items() if o}
     cmp = compare(model, args.image, methods=args.methods, budget=args.budget, targets=args.target,
-                  seed=args.seed, options=options, step=args.step, progress=not args.no_progress)
+                  seed=args.seed, options=options, step=args.step, progress=not args.no_progress,
+                  deletion_baseline=None if args.deletion_baseline == "own" else args.deletion_baseline)
     path = cmp.save(args.out)
     if args.json:
         print(json.dumps({"image": args.image, "report": str(path), "top": cmp.top, "rows": cmp.table()}, indent=2))
@@ -504,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive_int, default=None, help=SAMPLES_HELP)
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, given to every chosen method that has it (repeatable)")
+    p.add_argument("--deletion-baseline", default="mean", metavar="NAME",
+                   help="what deleted pixels become for every method (default mean: the image's mean colour; a "
+                        "baseline name or image file; 'own': each method's own baseline)")
     p.add_argument("--step", type=_float_or_int, default=1 / 50,
                    help="deletion/insertion step: fraction of the image or int pixels (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
