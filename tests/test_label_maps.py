@@ -248,3 +248,15 @@ def test_felzenszwalb_is_scikit_images_at_the_documented_scale():
     ours = segment(img, "felzenszwalb", n_features=12)
     ref = relabel(felzenszwalb(img, scale=48 * 64 / (4 * 12), sigma=0.8, min_size=max(8, 48 * 64 // (8 * 12))))
     np.testing.assert_array_equal(ours, ref)
+
+
+def test_a_lost_segment_may_take_pixels_holding_half_its_largest_share():
+    """20 x 20 -> 10 x 10 reads input pixel (2i + 1, 2j + 1) for output pixel (i, j). Segment 1 holds input
+    pixels (0, 0), (1, 0) (two in output pixel (0, 0)) and (0, 2) (one in output pixel (0, 1)), none of them read,
+    so it is lost. Candidates are the output pixels holding at least half its largest share: both. Its 3 input
+    pixels are worth round(3 / 4) -> 1 output pixel, the middle candidate in raster order: index int(0.5 * 2) = 1,
+    output pixel (0, 1)."""
+    labels = np.zeros((20, 20), np.int64)
+    labels[0, 0] = labels[1, 0] = labels[0, 2] = 1
+    small = resize_labels(labels, (10, 10))
+    assert (small == 1).sum() == 1 and small[0, 1] == 1
