@@ -138,18 +138,17 @@ def _is_segment_mean(baseline) -> bool:
     return isinstance(baseline, str) and baseline == "segment_mean"
 
 
-def _check_deletion_baseline(baseline, original: np.ndarray, x) -> None:
+def _check_deletion_baseline(deletion: Deletion, original: np.ndarray, x) -> None:
     """A bad ``deletion_baseline`` (an unknown name, an image of another picture) is an error before any
-    method runs; ``segment_mean`` is checked per method (it needs segments)."""
-    if baseline is None or _is_segment_mean(baseline):
+    method runs, made by the metric's own code; ``segment_mean`` is checked per method (it needs segments)."""
+    if deletion.baseline is None or _is_segment_mean(deletion.baseline):
         return
-    from .images import check_drawn_for
-
-    check_drawn_for(baseline, original.shape[:2], tuple(x.shape[1:]), "deletion_baseline")
     try:
-        Deletion._make(x, baseline, None, strict=True)
+        deletion.given_baseline(x, original.shape[:2], key="deletion_baseline")
     except (ValueError, TypeError) as err:
-        raise type(err)(f"deletion_baseline: {err}") from None
+        message = str(err)
+        raise type(err)(message if message.startswith("deletion_baseline") else f"deletion_baseline: {message}") \
+            from None
 
 
 def compare(
@@ -207,7 +206,7 @@ def compare(
     insertion = Insertion(step=step, seed=seed, batch_size=batch_size, progress=progress)
 
     original, x = model.prepare(image)
-    _check_deletion_baseline(deletion_baseline, original, x)
+    _check_deletion_baseline(deletion, original, x)
     probs = model.probabilities(x.unsqueeze(0), batch_size=1)[0].numpy()
     order = np.argsort(-probs, kind="stable")[:5]
     top = [(int(i), model.label(int(i)), float(probs[i])) for i in order]

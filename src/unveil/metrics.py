@@ -351,10 +351,15 @@ class Deletion(_Causal):
     higher_is_better = False
     _kind = "deletion"
 
+    def given_baseline(self, x, size: tuple[int, int], explanation=None, key: str = "baseline"):
+        """(baseline tensor, name) of the ``baseline`` given to this metric, for input ``x`` of a picture of
+        ``size`` (h, w); a ValueError (naming ``key``) for an image of another picture or an unknown name."""
+        check_drawn_for(self.baseline, size, tuple(x.shape[1:]), key)
+        return self._make(x, self.baseline, explanation, strict=True)
+
     def _baseline(self, x, explanation):
         if self.baseline is not None:
-            check_drawn_for(self.baseline, explanation.map.shape, tuple(x.shape[1:]), "baseline")
-            return self._make(x, self.baseline, explanation, strict=True)
+            return self.given_baseline(x, explanation.map.shape, explanation)
         kind = explanation.params.get("baseline") if isinstance(explanation.params, dict) else None
         if kind is None:
             return self._make(x, DEFAULT_DELETION_BASELINE, explanation, strict=True)

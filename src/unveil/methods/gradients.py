@@ -275,18 +275,26 @@ def attributor_names() -> list[str]:
     return sorted(_ATTRIBUTORS)
 
 
-def build_attributor(name: str, ctx: Context, options: dict | None = None) -> Attributor:
-    """The configured attributor of gradient method ``name`` (options checked like ``explain``'s)."""
+def _check_base(name: str) -> None:
     if name not in _ATTRIBUTORS:
         raise ValueError(f"base: expected a gradient method, one of {attributor_names()}, got {name!r}")
+
+
+def attributor_options(name: str) -> list[str]:
+    """The option names gradient method ``name``'s attributor takes."""
+    _check_base(name)
+    return [p.name for p in list(inspect.signature(_ATTRIBUTORS[name]).parameters.values())[1:]]
+
+
+def build_attributor(name: str, ctx: Context, options: dict | None = None) -> Attributor:
+    """The configured attributor of gradient method ``name`` (options checked like ``explain``'s)."""
+    known = attributor_options(name)
     options = option_mapping("base_options", options)
-    builder = _ATTRIBUTORS[name]
-    known = [p.name for p in list(inspect.signature(builder).parameters.values())[1:]]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"base_options: method {name!r} has no option {', '.join(map(repr, unknown))}; "
                          f"its options are: {', '.join(known)}")
-    return builder(ctx, **options)
+    return _ATTRIBUTORS[name](ctx, **options)
 
 
 def run_attributor(ctx: Context, att: Attributor, extras: dict | None = None) -> MethodResult:
@@ -442,7 +450,7 @@ def smoothgrad(
         inner = check_output(base_options.setdefault("output", check_output(output)))
         if inner != output:
             raise ValueError(f"output={output!r} and base_options={{'output': {inner!r}}} disagree; give one")
-        if base in _ATTRIBUTORS and "output" not in inspect.signature(_ATTRIBUTORS[base]).parameters:
+        if "output" not in attributor_options(base):
             raise ValueError(f"output: the base method {base!r} has no option 'output'")
     att = build_attributor(base, ctx, base_options)
     att.progress = False  # one bar, over the samples

@@ -126,14 +126,12 @@ def fit_surrogate(
         reg = Lasso(alpha=1e-3 if alpha is None else alpha, fit_intercept=True, max_iter=10000)
         reg.fit(X, y, sample_weight=w)
         coef, intercept = reg.coef_, float(reg.intercept_)
-    elif surrogate == "tree":
+    else:  # "tree" (checked above)
         from sklearn.tree import DecisionTreeRegressor
 
         reg = DecisionTreeRegressor(max_depth=max_depth, random_state=seed)
         reg.fit(X, y, sample_weight=w)
         coef, intercept = reg.feature_importances_, float("nan")
-    else:
-        raise ValueError(f"surrogate: unknown {surrogate!r}; choose one of {SURROGATES}")
     return np.asarray(coef, dtype=np.float64), intercept, weighted_r2(y, reg.predict(X), w)
 
 
