@@ -32,6 +32,24 @@ def test_importing_unveil_loads_no_torch_until_a_name_is_used():
     assert r.stdout.split() == ["False", "False", "True", "True"]
 
 
+def test_the_commands_help_and_version_load_no_torch():
+    """``unveil --help``, a subcommand's help and ``--version`` only build the parser: no torch, numpy or scipy
+    (loading them took 2-4 s here before the first line of help)."""
+    code = ("import sys\nfrom unveil.process import cli_main\ntry:\n    cli_main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\nprint([m for m in ('torch', 'numpy', 'scipy') if m in sys.modules])")
+    for argv in (["--help"], ["explain", "--help"], ["explain-table", "--help"], ["compare", "--help"],
+                 ["--version"]):
+        r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().splitlines()[-1] == "[]", (argv, r.stdout)
+    import tomllib
+    from pathlib import Path
+
+    version = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    r = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=120)
+    assert r.stdout.splitlines()[0] == f"unveil {version}"
+
+
 def test_the_command_lets_idle_openmp_threads_sleep_and_the_library_does_not():
     cmd = run("import sys; from unveil.process import cli_main; sys.exit(cli_main(['methods']))",
               OMP_DISPLAY_ENV="VERBOSE")

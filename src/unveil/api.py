@@ -17,7 +17,7 @@ from .segmentation import upsample_labels
 
 __all__ = ["explain", "DEFAULT_METHOD"]
 
-DEFAULT_METHOD = "streak"
+from ._defaults import DEFAULT_METHOD  # noqa: E402 - re-exported
 
 _INTERPOLATION_ORDER = {"nearest": 0, "bilinear": 1, "bicubic": 3}
 

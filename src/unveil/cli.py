@@ -8,8 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from .api import DEFAULT_METHOD
-from .tabular_explain import DEFAULT_TABULAR_METHOD
+from ._defaults import DEFAULT_METHOD, DEFAULT_TABULAR_METHOD
 
 __all__ = ["main", "build_parser"]
 
@@ -471,7 +470,10 @@ def cmd_explain_table(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="unveil", description="Explain why a neural network made a prediction.")
+    parser.add_argument("--version", action="version", version=f"unveil {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("explain", help="explain images; writes PNG + .npz + .json per image and method")

@@ -58,7 +58,7 @@ CHUNK_VALUES = 1 << 21
 BASELINES = ("mean", "background")
 DISCRETIZERS = {"quartile": (25, 50, 75), "decile": tuple(range(10, 100, 10))}
 LIME_SELECTIONS = ("auto", "none", "forward", "highest_weights", "streak")
-DEFAULT_TABULAR_METHOD = "lime"
+from ._defaults import DEFAULT_TABULAR_METHOD  # noqa: E402 - re-exported
 
 TABULAR_METHODS: dict[str, MethodSpec] = {}
 
