@@ -511,7 +511,9 @@ def test_explain_table_command_end_to_end(tmp_path, capsys):
     assert main(["explain-table", str(csv), "--row", "40", "--model", spec, "--out", str(out)]) == 2
     assert "--row 40: the file has 40 data rows" in capsys.readouterr().err
     assert main(["explain-table", str(csv), "--row", "1", "--model", spec, "--out", str(out)]) == 2  # label kept
-    assert "5 features" in capsys.readouterr().err  # the model's own complaint: it was fitted on 4
+    err = capsys.readouterr().err  # checked before any model call: it was fitted on 4 columns
+    assert "the model takes 4 features (its n_features_in_)" in err and "5 columns" in err
+    assert "--label-column" in err
 
 
 def test_load_csv_drops_a_byte_order_mark_and_names_bad_bytes(tmp_path):

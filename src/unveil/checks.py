@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 import warnings
 from collections.abc import Mapping
@@ -31,6 +32,29 @@ def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool 
         what = "int" if integer else "number"
         raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} {what}, got {value!r}")
     return int(value) if integer else float(value)
+
+
+def article(word: str) -> str:
+    """``word`` with "a" or "an" before it (by its first letter: "an int", "a str")."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+#: the attribute :func:`blame_model` sets on an exception raised inside a user's model
+MODEL_FAILED = "unveil_model_failed"
+
+
+def blame_model(err: BaseException, name: str, what: str) -> None:
+    """Mark ``err``, raised inside the user's model ``name`` while it scored ``what`` (e.g. "a batch of 8 rows
+    of 5 features"), so that the command can say where it came from; its type and message stay as they are
+    (the Python API re-raises it unchanged, with a note on Python 3.11+). The innermost mark wins."""
+    if getattr(err, MODEL_FAILED, None) is not None:
+        return
+    try:
+        setattr(err, MODEL_FAILED, f"{name} failed on {what}")
+        if hasattr(err, "add_note"):
+            err.add_note(f"(raised inside the model {name}, called on {what})")
+    except (AttributeError, TypeError):  # an exception type with slots: left unmarked
+        pass
 
 
 def check_bool(value, name: str) -> bool:
@@ -82,6 +106,15 @@ def integer_text(text: str) -> int | None:
     t = text.strip()
     digits = t[1:] if t.startswith("-") else t
     return int(t) if digits.isascii() and digits.isdigit() else None
+
+
+_SHOWN_LABEL = re.compile(r"\s*class[\s_]+(\d+)\s*", re.IGNORECASE)
+
+
+def shown_label_index(text: str) -> int | None:
+    """N for "class N", the label shown for an output that has no class name; else None."""
+    found = _SHOWN_LABEL.fullmatch(text)
+    return int(found.group(1)) if found else None
 
 
 def name_key(name) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 from ._defaults import DEFAULT_METHOD, DEFAULT_TABULAR_METHOD
@@ -24,6 +27,16 @@ def _positive_int(text: str, also: str = "") -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive int{also}, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"expected an int from 0 to 2**63 - 1, got {text!r}")
     return value
 
 
@@ -140,12 +153,12 @@ def load_cli_model(spec: str, batch_size="auto"):
     normalized 224 x 224 input: a ``torch.export`` program (.pt2, exported with a dynamic batch dimension), a
     TorchScript file or an ONNX file (.onnx, run by ONNX Runtime; the graph's image size when it fixes one)."""
     from . import load_model
-    from .models.loading import is_object_spec, load_object
+    from .models.loading import PICKLES, is_object_spec, load_object
 
     if spec in ("default", "efficientnet-lite0"):
         return load_model(batch_size=batch_size)
     path = Path(spec)
-    if not path.is_file() and is_object_spec(spec):
+    if (not path.is_file() and is_object_spec(spec)) or spec.lower().endswith(PICKLES):  # a pickle: refused there
         return model_from_object(load_object(spec), batch_size)
     if not path.is_file():
         raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file (.pt2, TorchScript or .onnx)")
@@ -261,9 +274,14 @@ def _json_default(value):
 
 
 def cmd_methods(args) -> int:
-    from .methods.registry import method_specs
+    if args.tables:
+        from .tabular_explain import TABULAR_METHODS
 
-    specs = method_specs()
+        specs = [TABULAR_METHODS[name] for name in sorted(TABULAR_METHODS)]
+    else:
+        from .methods.registry import method_specs
+
+        specs = method_specs()
     if args.json:
         print(json.dumps([
             {"name": s.name, "family": s.family, "needs_gradients": s.needs_gradients,
@@ -421,14 +439,66 @@ def _table_method(text: str) -> str:
     return text
 
 
+def _label_hint(args) -> str:
+    return "" if args.label_column is not None else "; if one of them is the label, drop it with --label-column NAME"
+
+
+def _model_columns(model, data, names, background, args):
+    """The CSV's columns as the model was fitted on them: an estimator fitted on a DataFrame (its
+    ``feature_names_in_``) gets the columns by name, in its order, as a DataFrame (where pandas is installed);
+    one that knows only its column count (``n_features_in_``) must get that many. Returns (data, names,
+    background)."""
+    import numpy as np
+
+    est = getattr(model, "__self__", model)  # a bound method such as clf.predict_proba
+    fitted = getattr(est, "feature_names_in_", None)
+    count = getattr(est, "n_features_in_", None)
+    if fitted is not None:
+        fitted = [str(c) for c in fitted]
+        missing = [c for c in fitted if c not in names]
+        extra = [c for c in names if c not in fitted]
+        if missing or extra:
+            diff = "; ".join(part for part in (f"{args.csv} lacks {missing}" if missing else "",
+                                               f"{args.csv} has {extra} besides" if extra else "") if part)
+            raise ValueError(f"the model was fitted on the columns {fitted}; {diff}{_label_hint(args)}")
+        order = [names.index(c) for c in fitted]
+        data, background = data[:, order], background[:, order]
+        try:
+            import pandas as pd
+        except ImportError:  # the numbers in the fitted order
+            return data, fitted, background
+        return data, fitted, pd.DataFrame(background, columns=fitted)
+    if isinstance(count, (int, np.integer)) and count != len(names):
+        raise ValueError(f"the model takes {count} features (its n_features_in_) but {args.csv} has {len(names)} "
+                         f"columns {names}{_label_hint(args)}")
+    return data, names, background
+
+
+#: explain_tabular's own arguments, each set by a flag of explain-table or by the CSV (not by -o)
+TABLE_ARGUMENTS = {"seed": "--seed", "method": "--method", "budget": "--budget", "target": "--target",
+                   "batch_size": "--batch-size", "progress": "--no-progress", "x": "--row",
+                   "background": "--background-rows", "feature_names": "the CSV's header", "model_fn": "--model"}
+
+
+def check_table_options(args) -> None:
+    """-o KEY=VALUE for explain-table: a method option or ``categorical_features``/``class_names``; keys that
+    a flag sets are refused, naming the flag."""
+    for key, _ in args.option or []:
+        if key in TABLE_ARGUMENTS:
+            raise ValueError(f"-o {key}: set by {TABLE_ARGUMENTS[key]}, not by -o")
+
+
 def cmd_explain_table(args) -> int:
     """Explain one row of a CSV file against the other rows (the background)."""
     import numpy as np
 
+    from .explanation import make_folder
     from .models.loading import load_object
     from .tabular_explain import explain_tabular, load_csv
 
-    data, names = load_csv(args.csv, args.label_column)
+    check_table_options(args)
+    data, names = load_csv(args.csv, args.label_column, header=not args.no_header)
+    out = make_folder(Path(args.out), "--out")  # before the work: a folder that cannot be made loses nothing
     n = len(data)
     if n < 2:
         raise ValueError(f"{args.csv}: one data row; the other rows are the background, so at least 2 are needed")
@@ -442,10 +512,10 @@ def cmd_explain_table(args) -> int:
             pick = np.random.default_rng(args.seed).choice(len(background), args.background_rows, replace=False)
             background = background[np.sort(pick)]
     model = load_object(args.model)
+    data, names, background = _model_columns(model, data, names, background, args)
     exp = explain_tabular(model, data[args.row], background=background, method=args.method, target=args.target,
                           feature_names=names, seed=args.seed, budget=args.budget, batch_size=args.batch_size,
                           progress=not args.no_progress, **dict(args.option or []))
-    out = Path(args.out)
     base = out / f"{Path(args.csv).stem}_row{args.row}_{exp.method}"
     exp.save(f"{base}.npz")
     exp.plot(f"{base}.png")
@@ -460,11 +530,11 @@ def cmd_explain_table(args) -> int:
             "files": [f"{base}{s}" for s in (".png", ".npz", ".json")],
         }, indent=2))
         return 0
-    print(f"{args.csv} row {args.row}: {exp.method}, target {exp.target} '{exp.label}' score={exp.score:.4f}, "
+    print(f"{args.csv} row {args.row}: {exp.method}, target {exp.target} '{exp.label}' score={exp.score:.4g}, "
           f"{_evals(exp.n_evals)}, {exp.seconds:.2f} s, {len(background)} background rows")
     width = max(len(names[i]) for i in order[: args.top])
     for i in order[: args.top]:
-        print(f"  {names[i]:<{width}s} = {exp.values[i]:<12.6g} {exp.weights[i]:+.6f}")
+        print(f"  {names[i]:<{width}s} = {exp.values[i]:<12.6g} {exp.weights[i]:+.6g}")
     print(f"  -> {base}.png/.npz/.json")
     return 0
 
@@ -486,14 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations per perturbation method")
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. -o n_features=30 -o surrogate=tree (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, an int from 0 to 2**63 - 1 (default 0)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("methods", help="list the registered methods")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="names, families, descriptions and options with defaults")
+    p.add_argument("--tables", action="store_true", help="the table methods (unveil explain-table) instead")
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("compare", help="compare methods on one image; writes a self-contained HTML report")
@@ -512,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "baseline name or image file; 'own': each method's own baseline)")
     p.add_argument("--step", type=_float_or_int, default=1 / 50,
                    help="deletion/insertion step: fraction of the image or int pixels (default 0.02)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, an int from 0 to 2**63 - 1 (default 0)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
     p.add_argument("--out", default="report.html", help="the HTML report (default report.html)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -538,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="object box in image pixels: adds the pointing game")
     p.add_argument("--mask", default=None, help="object mask image (white = object; with transparency, opaque = "
                    "object): adds the pointing game")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, an int from 0 to 2**63 - 1 (default 0)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (curves included)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -546,29 +617,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain-table", help="explain one row of a CSV file (the other rows are the background)")
     p.add_argument("csv", metavar="CSV", help="header row = feature names, then one row of numbers per line")
+    p.add_argument("--no-header", action="store_true",
+                   help="the CSV has no header row: every line is data and the features are named x0, x1, ...")
     p.add_argument("--row", type=int, required=True, help="the data row to explain (0 = the first after the header)")
     p.add_argument("--model", required=True,
                    help="module:attribute or file.py:attribute: a callable rows -> scores, an estimator with "
                         "predict_proba/predict, a torch module, or a factory returning one")
     p.add_argument("--method", type=_table_method, default=DEFAULT_TABULAR_METHOD,
-                   help=f"a tabular method (default {DEFAULT_TABULAR_METHOD}; unveil.tabular_methods() lists them)")
+                   help=f"a tabular method (default {DEFAULT_TABULAR_METHOD}; unveil methods --tables lists them)")
     p.add_argument("--target", default=None,
                    help="class name or output number (default: top); a class name wins, so for an estimator with "
                         "classes 1 and 2, --target 2 is the class named 2 (output 1)")
-    p.add_argument("--label-column", default=None, metavar="NAME", help="a column to drop (e.g. the label)")
+    p.add_argument("--label-column", default=None, metavar="NAME", help="a column to drop (e.g. the label); with --no-header x0, x1, ...")
     p.add_argument("--background-rows", type=_positive_int, default=None, metavar="K",
                    help="use K of the other rows as background, drawn with --seed (default: all of them)")
     p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations (rows), the row included")
     p.add_argument("--option", "-o", type=_option, action="append", metavar="KEY=VALUE",
-                   help="a method option, e.g. -o num_samples=2000 -o baseline=background (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="a method option, e.g. -o num_samples=2000 -o baseline=background, or -o "
+                        "categorical_features=[0,3] / -o 'class_names=[\"no\",\"yes\"]' (repeatable)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, an int from 0 to 2**63 - 1 (default 0)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="most rows in one call of the model (an int)")
-    p.add_argument("--top", type=_positive_int, default=10, help="features printed (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="features printed, largest |weight| first (default 10)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain_table)
     return parser
+
+
+@contextlib.contextmanager
+def _plain_warnings():
+    """Warnings printed as ``unveil: warning: ...`` (not with a line of the library's source); a recording
+    ``catch_warnings`` (tests) still records them."""
+    formatted = warnings.formatwarning
+
+    def plain(message, category, filename, lineno, line=None):
+        return f"unveil: warning: {message}\n"
+
+    warnings.formatwarning = plain
+    try:
+        yield
+    finally:
+        warnings.formatwarning = formatted
+
+
+def _innermost(err: BaseException) -> str:
+    """file:line of the deepest frame of ``err``'s traceback (where the model raised it)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "(unknown)"
 
 
 def main(argv=None) -> int:
@@ -578,14 +674,32 @@ def main(argv=None) -> int:
 
     tune_cpu()  # the command owns its process: take the fast allocator path
     try:
-        return args.func(args)
-    except (ValueError, TypeError) as err:
+        with _plain_warnings():
+            return args.func(args)
+    except Exception as err:
+        return _report(err, args)
+
+
+def _report(err: Exception, args) -> int:
+    """The command's one-line error for ``err`` and its exit status (an unexpected exception is re-raised)."""
+    from .checks import MODEL_FAILED
+
+    blamed = getattr(err, MODEL_FAILED, None)
+    if blamed is not None:  # raised inside the user's model
+        hint = ""
+        if args.command == "explain-table" and args.label_column is None:
+            hint = " (if one of the CSV's columns is the label, drop it with --label-column NAME)"
+        print(f"unveil: error: the model {blamed}, at {_innermost(err)}: {type(err).__name__}: {err}{hint}",
+              file=sys.stderr)
+        return 1
+    if isinstance(err, (ValueError, TypeError)):
         print(f"unveil: error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # writing results: no space, no permission, ...
+    if isinstance(err, OSError):  # writing results: no space, no permission, ...
         where = f" {err.filename}" if err.filename else ""
         print(f"unveil: error:{where} {err.strerror or err}", file=sys.stderr)
         return 1
+    raise err
 
 
 if __name__ == "__main__":

@@ -35,16 +35,19 @@ import codecs
 import csv
 import io
 import math
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .checks import check_bool, check_positive, integer_text, match_class_name, scalar_target
+from .checks import (blame_model, check_bool, check_positive, integer_text, match_class_name, scalar_target,
+                     shown_label_index)
 from .explanation import Explanation
 from .methods.kernelshap import constrained_fit, sample_coalitions, shapley_kernel
-from .methods.lime import SELECTIONS, fit_surrogate, weighted_r2
+from .methods.lime import SELECTIONS, fit_surrogate, warn_few_samples, weighted_r2
 from .methods.registry import MethodSpec
 from .methods.shapley import budget_chunks, marginal_contributions, permutation_masks
 from .streak import streak as run_streak
@@ -56,6 +59,8 @@ DEFAULT_BATCH_ROWS = 4096
 #: most row values (rows x features) composed at once.
 CHUNK_VALUES = 1 << 21
 BASELINES = ("mean", "background")
+#: largest |value| of a continuous feature LIME samples: past it a squared deviation overflows float64
+LIME_VALUE_LIMIT = 1e150
 DISCRETIZERS = {"quartile": (25, 50, 75), "decile": tuple(range(10, 100, 10))}
 LIME_SELECTIONS = ("auto", "none", "forward", "highest_weights", "streak")
 from ._defaults import DEFAULT_TABULAR_METHOD  # noqa: E402 - re-exported
@@ -107,7 +112,12 @@ class TableModel:
 
     def _call(self, rows: np.ndarray) -> np.ndarray:
         arg = rows if self.frame is None else self.frame[0](rows, columns=self.frame[1])
-        out = self.fn(arg)
+        try:
+            out = self.fn(arg)
+        except Exception as err:
+            n, f = rows.shape
+            blame_model(err, self.name, f"{n} row{'' if n == 1 else 's'} of {f} feature{'' if f == 1 else 's'}")
+            raise
         if hasattr(out, "detach"):  # a torch tensor
             out = out.detach().cpu().numpy()
         try:
@@ -159,6 +169,10 @@ def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, s
                         f"{model_fn.__name__}(), trained or with its weights loaded")
     if isinstance(model_fn, Model):
         model = model_fn
+        if model._mean is not None or model.input_size is not None:
+            raise ValueError(f"model_fn: {model.name!r} is an image Model (it "
+                             f"{'normalizes with mean and std' if model._mean is not None else 'resizes to input_size'}"
+                             f"); for rows pass the torch module or callable itself, or a Model without them")
         bs = model.batch_size if isinstance(model.batch_size, int) else None
         if model.is_torch:
             def run(rows):
@@ -361,6 +375,8 @@ def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> in
         if found is not None:
             return found
         number = integer_text(target)
+        if number is None and class_names is None:  # the label shown for an output without a name
+            number = 0 if target.strip().lower() == "output" and n_outputs == 1 else shown_label_index(target)
         if number is None:
             known = f"; the classes are {list(class_names)}" if class_names is not None else ""
             raise ValueError(f"target {target!r}: no output of that name{known}")
@@ -370,8 +386,8 @@ def _target_index(target, n_outputs: int, class_names, scores: np.ndarray) -> in
     if not 0 <= target < n_outputs:
         named = match_class_name(str(target), class_names)
         hint = "" if named is None else f"; the class named {target} is output {named}: pass target='{target}'"
-        raise ValueError(f"target {target} is out of range: the model gives {n_outputs} outputs "
-                         f"(0..{n_outputs - 1}){hint}")
+        raise ValueError(f"target {target} is out of range: the model gives "
+                         f"{'1 output (0)' if n_outputs == 1 else f'{n_outputs} outputs (0..{n_outputs - 1})'}{hint}")
     return int(target)
 
 
@@ -549,6 +565,10 @@ def _lime_samples(ctx: TableContext, n: int, discretize: bool, discretizer: str,
     n_feat = x.size
     cat = ctx.categorical
     cont = np.setdiff1d(np.arange(n_feat), cat)
+    huge = [names[j] for j in cont if max(np.abs(bg[:, j]).max(initial=0.0), abs(x[j])) > LIME_VALUE_LIMIT]
+    if huge:
+        raise ValueError(f"lime: the feature(s) {huge} hold values beyond {LIME_VALUE_LIMIT:.0e} in magnitude, where "
+                         f"their spread overflows float64; rescale them (kernelshap and shapley take them as they are)")
     rows, interp = np.empty((n, n_feat)), np.empty((n, n_feat))
     if discretize:
         conditions = [""] * n_feat
@@ -617,6 +637,7 @@ def lime(
         n = min(n, remaining + 1)  # row 0 is the explained row, already scored
         if n < 2:
             raise ValueError(f"budget: {ctx.budget} evaluations leave no room for LIME samples")
+    warn_few_samples(n, ctx.n_features, option="num_samples")
     interp, rows, extras = _lime_samples(ctx, n, discretize, discretizer, sample_around_instance, ctx.feature_names)
     y = np.concatenate([[ctx.score], ctx.model(rows[1:])[:, ctx.target]])
     d = np.linalg.norm(interp - interp[0], axis=1)
@@ -753,8 +774,6 @@ def streak(ctx: TableContext, *, k: int = 5, eps: float = 0.7, baseline="mean", 
     weights = np.zeros(ctx.n_features)
     chosen = [int(u) for u in res.selected]
     if not chosen:
-        import warnings
-
         why = (f"the budget stopped the stream after {res.n_seen} of {ctx.n_features} features" if res.stopped
                else "no feature raised the target's score over the baseline's enough to be kept")
         warnings.warn(f"streak: {why}, so every weight is 0 (see extras['singleton_gains']); try another "
@@ -846,6 +865,11 @@ def _explain_row(model, spec, method, x, background, feature_list, target, class
     if budget is not None and model.n_evals > budget:  # a method bug, never a user error
         raise RuntimeError(f"method {method!r} spent {model.n_evals} evaluations, over its budget of {budget}")
     weights = np.asarray(weights, dtype=np.float64)
+    if weights.size > 1 and np.ptp(weights) == 0 and not (method == "streak" and not extras.get("selected")):
+        same = "all 0" if not np.any(weights) else f"all equal ({weights[0]:.4g})"
+        warnings.warn(f"{method}: the weights are {same}, so they rank no feature: nothing the method measures "
+                      f"changed. A model whose output ignores these features, a saturated output, a background "
+                      f"equal to the row, or too few samples (a small budget) do this", UserWarning, stacklevel=3)
     label = names[target_idx] if names is not None else ("output" if len(scores) == 1 else f"class {target_idx}")
     params = {**spec.options, **options, "budget": budget, "n_background_rows": len(background),
               "categorical_features": [int(j) for j in categorical] or None}
@@ -868,14 +892,30 @@ def _explain_row(model, spec, method, x, background, feature_list, target, class
 
 
 # ----------------------------------------------------------------------------- CSV files
-def load_csv(path: str | Path, label_column: str | None = None) -> tuple[np.ndarray, list[str]]:
+_LIBSVM_ITEM = re.compile(r"\s\d+:\S")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_csv(path: str | Path, label_column: str | None = None, header: bool = True) -> tuple[np.ndarray, list[str]]:
     """Read a CSV file whose first row names the columns and whose other rows are numbers.
 
-    Returns (rows x features float64, feature names); ``label_column`` (a name) is dropped. ValueError names
-    the file, the line and the column of anything that is not a number. The file is UTF-8 (a byte-order mark,
-    as Excel writes, is dropped); other bytes are a ValueError naming the file and the line.
+    Returns (rows x features float64, feature names); ``label_column`` (a name) is dropped. With
+    ``header=False`` every line is data and the columns are named x0, x1, ...; a header whose every cell is a
+    number is read as names, with a warning (the file probably has none). ValueError names the file, the line
+    and the column of anything that is not a finite number (an empty cell, a word, nan, inf), and repeated
+    column names. The file is UTF-8 (a byte-order mark, as Excel writes, is dropped); other bytes are a
+    ValueError naming the file and the line.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder, not a CSV file")
     if not p.is_file():
         raise ValueError(f"no such CSV file: {p}")
     raw = p.read_bytes()
@@ -886,23 +926,38 @@ def load_csv(path: str | Path, label_column: str | None = None) -> tuple[np.ndar
         line = raw.count(b"\n", 0, start) + 1
         raise ValueError(f"{p}, line {line}: byte 0x{raw[start]:02x} is not UTF-8; save the file as UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
+    first = next(reader, None)
+    if not first:
         raise ValueError(f"{p}: empty file; the first row must name the columns")
-    header = [h.strip() for h in header]
+    if len(first) == 1 and _LIBSVM_ITEM.search(first[0]):
+        raise ValueError(f"{p}: looks like a libsvm file (index:value pairs), not a CSV; read it with "
+                         f"unveil.tabular.load_libsvm")
     rows = []
+    if header:
+        names = [h.strip() for h in first]
+        seen: set[str] = set()
+        repeated = sorted({n for n in names if n in seen or seen.add(n)})
+        if repeated:
+            raise ValueError(f"{p}: the header names the columns {repeated} more than once; give each its own name")
+        if all(_is_number(h) for h in names):
+            warnings.warn(f"{p}: the first line ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}) holds "
+                          f"only numbers and was read as the column names; if the file has no header line, pass "
+                          f"header=False (unveil explain-table --no-header)", UserWarning, stacklevel=2)
+    else:
+        names = [f"x{j}" for j in range(len(first))]
+        rows.append((1, first))
     for row in reader:
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) != len(header):
-            raise ValueError(f"{p}, line {reader.line_num}: {len(row)} values for {len(header)} columns")
+        if len(row) != len(names):
+            raise ValueError(f"{p}, line {reader.line_num}: {len(row)} values for {len(names)} columns")
         rows.append((reader.line_num, row))
     drop = None
     if label_column is not None:
-        if label_column not in header:
-            raise ValueError(f"--label-column {label_column!r}: no such column; the columns are {header}")
-        drop = header.index(label_column)
-    keep = [j for j in range(len(header)) if j != drop]
+        if label_column not in names:
+            raise ValueError(f"--label-column {label_column!r}: no such column; the columns are {names}")
+        drop = names.index(label_column)
+    keep = [j for j in range(len(names)) if j != drop]
     if not rows:
         raise ValueError(f"{p}: no data rows under the header")
     data = np.empty((len(rows), len(keep)), dtype=np.float64)
@@ -912,6 +967,10 @@ def load_csv(path: str | Path, label_column: str | None = None) -> tuple[np.ndar
                 data[i, c] = float(row[j])
             except ValueError:
                 raise ValueError(
-                    f"{p}, line {lineno}, column {header[j]!r}: {row[j]!r} is not a number"
+                    f"{p}, line {lineno}, column {names[j]!r}: {row[j]!r} is not a number"
                 ) from None
+            if not math.isfinite(data[i, c]):
+                raise ValueError(f"{p}, line {lineno}, column {names[j]!r}: {row[j].strip()!r} is not a finite "
+                                 f"number (the methods need every value)")
+    header = names
     return data, [header[j] for j in keep]

@@ -22,6 +22,17 @@ UPSAMPLING = ("bicubic", "nearest", "none")
 MAX_MASK_ENTRIES = 2**28
 
 
+def warn_few_samples(n_samples: int, n_features: int, what: str = "features", option: str = "n_samples") -> None:
+    """A warning when ``n_samples`` (the unperturbed input included) do not exceed the ``n_features`` the
+    surrogate weighs: the fit is then underdetermined and the ridge penalty, not the samples, sets the weights."""
+    if n_samples <= n_features:
+        import warnings
+
+        warnings.warn(f"lime: {n_samples} samples (the unperturbed input included) for {n_features} {what}: the "
+                      f"surrogate's weights are not determined by so few (the ridge penalty picks them); give more "
+                      f"samples ({option}, or a larger budget)", UserWarning, stacklevel=4)
+
+
 def check_sample_entries(n_samples: int, n_features: int, what: str = "samples") -> None:
     """A ValueError naming ``n_samples`` when ``n_samples`` x ``n_features`` masks, all fitted at once, would be
     more than :data:`MAX_MASK_ENTRIES` entries."""
@@ -203,6 +214,7 @@ def lime(
     n = int(n_samples) if remaining is None else min(int(n_samples), remaining + 1)  # row 0 is already scored
     if n < 2:
         raise ValueError(f"budget: {ctx.budget} evaluations leave no room for LIME samples")
+    warn_few_samples(n, k, "segments")
     masks = sample_masks(ctx.rng, n, k)
     perturber = ctx.perturber(ctx.baseline(baseline, labels), labels, desc="lime")
     y = perturber.score_features(masks)[:, ctx.target].astype(np.float64)

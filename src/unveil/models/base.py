@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..checks import FLOAT32_MAX, check_labels, integer_text, match_class_name, name_key, scalar_target
+from ..checks import (FLOAT32_MAX, blame_model, check_labels, integer_text, match_class_name, name_key,
+                      scalar_target, shown_label_index)
 from ..images import check_alpha, load_image, resize
 
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes"]
@@ -337,6 +338,8 @@ class Model:
             if found is not None:
                 return found
             number = integer_text(target)
+            if number is None and self.labels is None:
+                number = shown_label_index(target)  # the label shown for it: "class 5"
             if number is not None:
                 target = number
             else:
@@ -350,7 +353,8 @@ class Model:
             raise TypeError(f"target: expected a class number or name, got {type(target).__name__}")
         target = int(target)
         if target < 0 or (n is not None and target >= n):
-            raise ValueError(f"target {target} is out of range: the model has {n} classes (0..{(n or 1) - 1})")
+            span = "class (0)" if n == 1 else f"classes (0..{(n or 1) - 1})"
+            raise ValueError(f"target {target} is out of range: the model has {n} {span}")
         return target
 
     # ------------------------------------------------------------------ inputs
@@ -590,7 +594,14 @@ class Model:
         if normalized:
             raise ValueError(f"model {self.name!r} takes its inputs in [0, 1]; it has no normalization")
         batch = np.ascontiguousarray(x.detach().cpu().numpy().transpose(0, 2, 3, 1), dtype=np.float32)
-        out = class_scores(self.fn(batch), self.name)
+        try:
+            out = self.fn(batch)
+        except Exception as err:
+            shape = " x ".join(map(str, batch.shape[1:]))
+            blame_model(err, repr(self.name), f"{batch.shape[0]} image{'' if batch.shape[0] == 1 else 's'} of "
+                        f"{shape} (H x W x C, values in [0, 1])")
+            raise
+        out = class_scores(out, self.name)
         self._count(x.shape[0])
         if isinstance(out, torch.Tensor):
             out = out.detach().cpu().numpy()

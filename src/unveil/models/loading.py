@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..checks import article
+
 __all__ = ["load_object", "is_object_spec"]
 
 
@@ -98,12 +100,20 @@ def _is_estimator(obj) -> bool:
     return not inspect.isclass(obj) and any(callable(getattr(obj, a, None)) for a in ("predict_proba", "predict"))
 
 
+#: file endings of pickled objects (scikit-learn models saved with pickle or joblib)
+PICKLES = (".pkl", ".pickle", ".joblib")
+
+
 def load_object(spec: str):
     """Return the model object named by ``module:attribute`` (see the module rule); ValueError on failure."""
     import torch
 
     from .base import Model
 
+    if isinstance(spec, str) and spec.lower().endswith(PICKLES):
+        raise ValueError(f"--model {spec!r}: pickles are not loaded here (loading one runs any code it holds); load "
+                         f"it in a Python file you trust, e.g. model.py with `import joblib; model = "
+                         f"joblib.load({spec!r})`, and pass model.py:model")
     if not isinstance(spec, str) or not is_object_spec(spec):
         raise ValueError(f"--model: expected 'module:attribute' or 'path/file.py:attribute', got {spec!r}")
     module, _, attr = spec.rpartition(":")
@@ -119,7 +129,8 @@ def load_object(spec: str):
     elif callable(obj):
         factory = _required_args(obj) == 0
     else:
-        raise ValueError(f"--model {spec!r}: {attr!r} is a {type(obj).__name__}, not a model, module or callable")
+        raise ValueError(f"--model {spec!r}: {attr!r} is {article(type(obj).__name__)}, not a model, module or "
+                         f"callable")
     if not factory:
         return obj
     try:
@@ -129,5 +140,6 @@ def load_object(spec: str):
     if isinstance(made, (Model, torch.nn.Module)) or callable(made) or _is_estimator(made):
         return made
     raise ValueError(
-        f"--model {spec!r}: the factory {attr}() returned a {type(made).__name__}, not a model, module or callable"
+        f"--model {spec!r}: the factory {attr}() returned {article(type(made).__name__)}, not a model, module or "
+        f"callable"
     )
