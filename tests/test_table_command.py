@@ -303,3 +303,12 @@ def test_a_model_spec_naming_a_number_says_an_int(tmp_path):
         load_object(f"{tmp_path / 'spec.py'}:N")
     with pytest.raises(ValueError, match=r"'S' is a str, not a model"):
         load_object(f"{tmp_path / 'spec.py'}:S")
+
+
+def test_a_callable_returning_a_reversed_view_is_read():
+    import unveil
+
+    m = unveil.Model(lambda b: np.tile([[0.3, 0.7]], (len(b), 1))[:, ::-1], outputs="probabilities")
+    exp = unveil.explain(m, np.random.default_rng(0).random((16, 16, 3)).astype(np.float32), method="occlusion",
+                         window=4)
+    assert exp.target == 0 and exp.score == pytest.approx(0.7)  # the reversed row: class 0 holds 0.7

@@ -608,14 +608,14 @@ class Model:
         try:
             arr = np.asarray(out)
             with np.errstate(over="ignore"):
-                real = None if np.iscomplexobj(arr) else arr.astype(np.float32)
+                real = None if np.iscomplexobj(arr) else np.ascontiguousarray(arr, dtype=np.float32)
         except (TypeError, ValueError) as err:
             raise ValueError(f"model {self.name!r} returned {type(out).__name__} that is not an N x classes "
                              f"array of numbers ({err})") from None
         if real is None:
             raise ValueError(f"model {self.name!r} returned complex numbers; expected real N x classes scores")
         if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
-            self._check_range(torch.from_numpy(np.asarray(arr, dtype=np.float64)))
+            self._check_range(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64)))
         out = real
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(
