@@ -31,13 +31,12 @@ def _positive_int(text: str, also: str = "") -> int:
 
 
 def _seed(text: str) -> int:
+    from .checks import check_seed  # loaded only when --seed is given (the parser itself loads no numpy)
+
     try:
-        value = int(text)
+        return check_seed(int(text))
     except ValueError:
-        value = -1
-    if not 0 <= value <= 2**63 - 1:
-        raise argparse.ArgumentTypeError(f"expected an int from 0 to 2**63 - 1, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected an int from 0 to 2**63 - 1, got {text!r}") from None
 
 
 def _batch_size(text: str):
@@ -439,8 +438,12 @@ def _table_method(text: str) -> str:
     return text
 
 
+#: what explain-table suggests when the columns do not fit the model and no --label-column was given
+LABEL_HINT = "if one of the CSV's columns is the label, drop it with --label-column NAME"
+
+
 def _label_hint(args) -> str:
-    return "" if args.label_column is not None else "; if one of them is the label, drop it with --label-column NAME"
+    return "" if args.label_column is not None else f"; {LABEL_HINT}"
 
 
 def _model_columns(model, data, names, background, args):
@@ -686,9 +689,7 @@ def _report(err: Exception, args) -> int:
 
     blamed = getattr(err, MODEL_FAILED, None)
     if blamed is not None:  # raised inside the user's model
-        hint = ""
-        if args.command == "explain-table" and args.label_column is None:
-            hint = " (if one of the CSV's columns is the label, drop it with --label-column NAME)"
+        hint = f" ({LABEL_HINT})" if args.command == "explain-table" and args.label_column is None else ""
         print(f"unveil: error: the model {blamed}, at {_innermost(err)}: {type(err).__name__}: {err}{hint}",
               file=sys.stderr)
         return 1

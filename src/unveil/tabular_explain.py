@@ -972,5 +972,4 @@ def load_csv(path: str | Path, label_column: str | None = None, header: bool = T
             if not math.isfinite(data[i, c]):
                 raise ValueError(f"{p}, line {lineno}, column {names[j]!r}: {row[j].strip()!r} is not a finite "
                                  f"number (the methods need every value)")
-    header = names
-    return data, [header[j] for j in keep]
+    return data, [names[j] for j in keep]

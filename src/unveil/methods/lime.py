@@ -8,6 +8,8 @@ bicubic upsampling of grid maps).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .registry import Context, MethodResult, check_positive, register
@@ -26,8 +28,6 @@ def warn_few_samples(n_samples: int, n_features: int, what: str = "features", op
     """A warning when ``n_samples`` (the unperturbed input included) do not exceed the ``n_features`` the
     surrogate weighs: the fit is then underdetermined and the ridge penalty, not the samples, sets the weights."""
     if n_samples <= n_features:
-        import warnings
-
         warnings.warn(f"lime: {n_samples} samples (the unperturbed input included) for {n_features} {what}: the "
                       f"surrogate's weights are not determined by so few (the ridge penalty picks them); give more "
                       f"samples ({option}, or a larger budget)", UserWarning, stacklevel=4)
