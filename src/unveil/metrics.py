@@ -457,7 +457,8 @@ class Randomization:
     """Model-randomization sanity check (cascading, top layer first); lower is better.
 
     Re-runs the explanation's method (same options, target, seed and budget) on deep copies of the model whose
-    parameter-holding layers are re-drawn from N(0, std of the original tensor), cumulatively from the output
+    parameter-holding layers are re-drawn from N(0, std of the original tensor; 0.05 for a constant or
+    one-element tensor), cumulatively from the output
     side (the order in which a forward pass calls them, found with one pass). ``max_steps``: the most
     re-explanations (layers are grouped evenly when there are more; the last step always has every layer
     randomized). ``absolute`` (default, Adebayo et al.'s main measure): compare |map|; False compares the

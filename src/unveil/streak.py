@@ -46,8 +46,9 @@ class SelectionResult:
 
     ``selected``: the chosen elements in selection order. ``gains``: the marginal gain of each when it was
     chosen (they sum to ``value``). ``value``: f(selected) - f(empty set). ``empty_value``: f(empty set).
-    ``oracle_calls``: sets evaluated. ``n_seen``: stream elements processed (fewer than the stream when a budget
-    stopped it, then ``stopped`` is True). ``history``: live STREAK instances after each element (empty for
+    ``oracle_calls``: sets evaluated. ``n_seen``: stream elements processed: fewer than the stream when a budget
+    stopped it (then ``stopped`` is True) or when a single ThresholdGreedy's set filled; greedy and random
+    selection report every element. ``history``: live STREAK instances after each element (empty for
     the baselines). ``calls_per_element``: sets evaluated in each oracle call: one per element (STREAK with
     ``lookahead`` 1), per window of elements plus re-asked queries (``lookahead`` > 1), or per round (greedy).
     ``threshold``: the winning instance's tau (None for a singleton, greedy or random). ``method``: its name.

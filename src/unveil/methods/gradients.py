@@ -220,7 +220,8 @@ def max_abs_channels(a: torch.Tensor) -> torch.Tensor:
 
 
 def completeness_error(total: float, s_x: float, s_base: float) -> float:
-    """|sum of attributions - (s(x) - s(baseline))| / |s(x) - s(baseline)| (inf when the scores are equal)."""
+    """|sum of attributions - (s(x) - s(baseline))| / |s(x) - s(baseline)|; when the scores are equal: 0 if the
+    attributions sum to 0 too, else inf."""
     delta = s_x - s_base
     gap = abs(total - delta)
     return gap / abs(delta) if delta != 0 else (0.0 if gap == 0 else float("inf"))
