@@ -11,7 +11,9 @@ segments ranked below the selected ones by the singleton gains STREAK evaluated 
 time, a full ranking for deletion/insertion; the ``streak`` row is that run's map with the fill removed (what
 the default ``fill="none"`` returns). ``streak+ends`` is a separate run with ``fill="ends"``: the other segments
 ranked by their singleton and leave-one-out gains together, one more evaluation per segment (in one batch);
-its evaluation and time ratios are printed too.
+its evaluation and time ratios are printed too. ``lime/streak-top`` is LIME's map with STREAK's selected set
+moved to the top (no evaluation of its own): whether STREAK's set is where an insertion ranking should start.
+``--small-lime N`` adds LIME with N samples (``lime-N``) on the same segmentation.
 
     .venv/bin/python bench/streak_vs_lime.py [--images 4] [--samples 1000] [--k 5]
 """
@@ -53,6 +55,23 @@ def _unfilled(exp):
                                params={**exp.params, "fill": "none"})
 
 
+def _selected_first(exp, selected, gains):
+    """``exp`` (a LIME explanation) with the segments in ``selected`` moved above all others, ordered by their
+    ``gains`` (as STREAK's map orders them), the rest in LIME's order below them."""
+    import dataclasses
+
+    w = np.asarray(exp.weights, dtype=np.float64)
+    rest = np.setdiff1d(np.arange(len(w)), selected)
+    low = float(w[rest].min()) if len(rest) else 0.0
+    out = w - low  # the rest >= 0, order kept
+    top = float(out[rest].max()) if len(rest) else 0.0
+    by_gain = [selected[j] for j in np.argsort(-np.asarray(gains, dtype=np.float64), kind="stable")]
+    for j, u in enumerate(by_gain):  # the largest gain highest
+        out[u] = top + len(selected) - j
+    return dataclasses.replace(exp, weights=out, map=out[exp.segments].astype(np.float32),
+                               params={**exp.params, "order": "streak-top"})
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=None, help="first N images (default all)")
@@ -64,6 +83,8 @@ def main(argv=None) -> None:
                     help="what hidden segments become, for both methods (default segment_mean, lime's; 'blur' is "
                          "where the insertion curve starts)")
     ap.add_argument("--with-lime-streak", action="store_true")
+    ap.add_argument("--small-lime", type=int, default=None, metavar="N",
+                    help="also run LIME with N samples on the same segmentation")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default torch's); 1 is steadier on a busy machine, where small "
                          "batches pay the thread pool's waits on every layer")
@@ -94,6 +115,8 @@ def main(argv=None) -> None:
     }
     if args.with_lime_streak:
         runs["lime-streak"] = dict(method="lime", n_samples=args.samples, selection="streak", n_select=args.k, **seg)
+    if args.small_lime:
+        runs[f"lime-{args.small_lime}"] = dict(method="lime", n_samples=args.small_lime, **seg)
     rows = []
     print(f"{'image':<34}{'method':<13}{'segs':>5}{'n_evals':>9}{'seconds':>9}{'deletion':>10}{'insertion':>11}")
     for i, path in enumerate(images(args.images)):
@@ -106,6 +129,7 @@ def main(argv=None) -> None:
         filled = exps["streak"]
         exps["streak+fill"] = filled
         exps["streak"] = _unfilled(filled)
+        exps["lime/streak-top"] = _selected_first(exps["lime"], filled.extras["selected"], filled.extras["gains"])
         segs = {name: e.segments for name, e in exps.items()}
         same = all(np.array_equal(segs["streak"], s) for s in segs.values())
         for name in exps:
@@ -163,6 +187,14 @@ def main(argv=None) -> None:
               f"time {l['seconds'] / e['seconds']:.1f}x fewer than LIME; insertion {e['insertion']:.3f} "
               f"({'at least' if e['insertion'] >= l['insertion'] else 'BELOW'} LIME's; >= LIME on {wins}/{len(per)} "
               f"images), deletion {e['deletion']:.3f}")
+        t = means["lime/streak-top"]
+        print(f"LIME's ranking with STREAK's selected set first: insertion {t['insertion']:.3f} (LIME's own order "
+              f"{l['insertion']:.3f}), deletion {t['deletion']:.3f}")
+        if args.small_lime:
+            m = means[f"lime-{args.small_lime}"]
+            print(f"LIME with {args.small_lime} samples: insertion {m['insertion']:.3f}, deletion {m['deletion']:.3f},"
+                  f" {m['seconds']:.2f} s per image (STREAK {s['seconds']:.2f} s, STREAK fill='ends' "
+                  f"{e['seconds']:.2f} s)")
 
 
 if __name__ == "__main__":
