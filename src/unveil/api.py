@@ -9,6 +9,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from .checks import check_bool
 from .explanation import Explanation
 from .images import check_drawn_for, resize
 from .methods.registry import Context, MethodResult, check_seed, get_method
@@ -118,6 +119,7 @@ def explain(
     _check_options(spec, options)
     params = {**spec.options, **options}  # every option's value, defaults included
     seed = check_seed(seed)
+    progress = check_bool(progress, "progress")
     if budget is not None and (
         isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)) or budget < 2
     ):

@@ -57,6 +57,57 @@ def blame_model(err: BaseException, name: str, what: str) -> None:
         pass
 
 
+#: packages whose frames are passed over when looking for the code that raised (see :func:`origin_frame`)
+LIBRARIES = ("numpy", "torch", "scipy", "sklearn", "PIL", "onnxruntime", "pandas")
+
+
+def _is_library(filename: str) -> bool:
+    import os
+    import sys
+
+    path = os.path.abspath(filename)
+    for name in LIBRARIES:
+        f = getattr(sys.modules.get(name), "__file__", None)
+        if f and path.startswith(os.path.dirname(os.path.abspath(f)) + os.sep):
+            return True
+    return False
+
+
+def _in_unveil(filename: str) -> bool:
+    import os
+
+    return os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep)
+
+
+def origin_frame(err: BaseException):
+    """The frame of ``err``'s traceback where the user's code that raised it is: the deepest frame outside
+    :data:`LIBRARIES` and this package (a model whose numpy or torch call failed is named, not the library).
+    Without one, the error's cause is searched (this package re-raises some errors with a hint); None when
+    that finds none either (e.g. an error raised in a TorchScript module's compiled code)."""
+    import traceback
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        own = [f for f in traceback.extract_tb(err.__traceback__)
+               if not _is_library(f.filename) and not _in_unveil(f.filename)]
+        if own:
+            return own[-1]
+        err = err.__cause__
+    return None
+
+
+def raised_by_callback(err: BaseException) -> bool:
+    """True when ``err``, caught where this package called a model, came from this package's own code called
+    back from inside the model (a hook of a gradient method), not from the model: the deepest frame below the
+    catching one, libraries passed over, is in this package."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)[1:]
+    own = [f for f in frames if not _is_library(f.filename)]
+    return bool(own) and _in_unveil(own[-1].filename)
+
+
 def check_bool(value, name: str) -> bool:
     """A real bool (Python or numpy); anything else (the text 'False', 0, None) is a ValueError naming ``name``."""
     if not isinstance(value, (bool, np.bool_)):

@@ -7,7 +7,6 @@ import contextlib
 import json
 import math
 import sys
-import traceback
 import warnings
 from pathlib import Path
 
@@ -168,7 +167,7 @@ def load_cli_model(spec: str, batch_size="auto"):
 
     if path.suffix.lower() == ".onnx":
         try:
-            model = Model.from_onnx(path, mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size=batch_size)
+            model = Model.from_onnx(path, batch_size=batch_size)  # ImageNet's mean/std for 3 channels, none else
         except ImportError as err:
             raise ValueError(f"--model {spec!r}: {err}") from None
         if model.input_size is None:  # the graph leaves the image size open
@@ -665,9 +664,12 @@ def _plain_warnings():
 
 
 def _innermost(err: BaseException) -> str:
-    """file:line of the deepest frame of ``err``'s traceback (where the model raised it)."""
-    frames = traceback.extract_tb(err.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "(unknown)"
+    """", at file:line" where the model raised ``err`` (see :func:`unveil.checks.origin_frame`: numpy, torch
+    and the like passed over), or "" when no such frame is known."""
+    from .checks import origin_frame
+
+    frame = origin_frame(err)
+    return f", at {frame.filename}:{frame.lineno}" if frame else ""
 
 
 def main(argv=None) -> int:
@@ -690,7 +692,7 @@ def _report(err: Exception, args) -> int:
     blamed = getattr(err, MODEL_FAILED, None)
     if blamed is not None:  # raised inside the user's model
         hint = f" ({LABEL_HINT})" if args.command == "explain-table" and args.label_column is None else ""
-        print(f"unveil: error: the model {blamed}, at {_innermost(err)}: {type(err).__name__}: {err}{hint}",
+        print(f"unveil: error: the model {blamed}{_innermost(err)}: {type(err).__name__}: {err}{hint}",
               file=sys.stderr)
         return 1
     if isinstance(err, (ValueError, TypeError)):

@@ -208,7 +208,7 @@ def _from_pil(img, name: str) -> np.ndarray:
         return to_float(np.asarray(img), name)
     if mode == "1":
         return to_float(np.asarray(img.convert("L")), name)
-    has_alpha = "A" in mode or (mode == "P" and "transparency" in img.info)
+    has_alpha = mode in ("PA", "RGBa") or (mode == "P" and "transparency" in img.info)  # RGBa: premultiplied
     return to_float(np.asarray(img.convert("RGBA" if has_alpha else "RGB")), name)
 
 

@@ -721,8 +721,8 @@ def evaluate(
     made = {
         "deletion": Deletion(step=step, seed=seed, batch_size=batch_size, progress=progress),
         "insertion": Insertion(step=step, seed=seed, batch_size=batch_size, progress=progress),
-        "randomization": Randomization(seed=seed, batch_size=batch_size),
-        "stability": Stability(batch_size=batch_size),
+        "randomization": Randomization(seed=seed, batch_size=batch_size, progress=progress),
+        "stability": Stability(batch_size=batch_size, progress=progress),
     }
     out: dict[str, MetricResult] = {}
     for name in metrics:

@@ -7,6 +7,8 @@ map), evaluates chunk by chunk (never all perturbed images at once) and remember
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import Callable
 
@@ -166,6 +168,7 @@ class Perturber:
         self.progress = progress
         self.desc = desc
         self._cache: dict[bytes, np.ndarray] = {}
+        self._outer = None  # a bar over a whole method's steps (see overall_bar): requests then draw none
         if unperturbed is not None and self.n_features is not None:
             self._cache[self._key(np.ones(self.n_features, dtype=np.float32))] = np.asarray(unperturbed, np.float32)
         self.n_evals = 0
@@ -217,7 +220,21 @@ class Perturber:
         return probs.numpy()
 
     def _bar(self, total: int | None):
+        if self._outer is not None:
+            return _NoBar()
         return progress_bar(total, self.desc, self.progress)
+
+    @contextlib.contextmanager
+    def overall_bar(self, total: int, unit: str):
+        """One bar over a method's ``total`` steps (counted in ``unit``; the caller updates it) in place of a bar
+        per request, for methods that make many small requests (STREAK: one per arriving segment)."""
+        bar = progress_bar(total, self.desc, self.progress, unit=unit)
+        self._outer = bar
+        try:
+            with bar:
+                yield bar
+        finally:
+            self._outer = None
 
     # ----------------------------------------------------------------- scoring
     @staticmethod

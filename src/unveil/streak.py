@@ -267,6 +267,7 @@ def streak(
     budget: int | None = None,
     empty_value: float | None = None,
     lookahead: int = 1,
+    on_element: Callable[[], None] | None = None,
 ) -> SelectionResult:
     """STREAK over ``stream`` (elements in arrival order; each seen once): at most ``k`` elements.
 
@@ -279,7 +280,8 @@ def streak(
     a query a decision inside the window changed is asked again): the same decisions in fewer, larger calls,
     for some more sets. Under a ``budget`` it is 1, so that no budget goes to sets that are asked again.
     Returns the best set among the instances (also those dropped on the way) or the best singleton, whichever
-    is larger. Deterministic: the result depends only on ``f`` and the order.
+    is larger. Deterministic: the result depends only on ``f`` and the order. ``on_element``: called with no
+    argument after each element is processed (e.g. to move a progress bar).
     """
     k, eps = _check_k(k), _check_eps(eps)
     bound = max_live_instances(k, eps)
@@ -341,6 +343,8 @@ def streak(
                 values.update(zip(missing, oracle(list(missing.values()))))
                 calls.append(len(missing))
             n_seen += 1
+            if on_element is not None:
+                on_element()
             single = values[frozenset((u,))] - f0
             singles.append((u, float(single)))
             if single > best_single_gain:

@@ -125,8 +125,9 @@ def streak(
         return perturber.score_features(masks)[:, target].astype(np.float64)
 
     order = ctx.rng.permutation(n_seg).tolist()
-    res = run_streak(f, order, int(k), float(eps), budget=None if remaining is None else remaining - reserve,
-                     lookahead=lookahead)
+    with perturber.overall_bar(n_seg, unit="seg") as bar:  # one bar over the stream, not one per segment's batch
+        res = run_streak(f, order, int(k), float(eps), budget=None if remaining is None else remaining - reserve,
+                         lookahead=lookahead, on_element=bar.update)
     selected = [int(u) for u in res.selected]
     if not selected and fill == "none":
         import warnings

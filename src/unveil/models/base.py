@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..checks import (FLOAT32_MAX, blame_model, check_labels, integer_text, match_class_name, name_key,
+from ..checks import (FLOAT32_MAX, blame_model, raised_by_callback, check_labels, integer_text, match_class_name, name_key,
                       scalar_target, shown_label_index)
 from ..images import check_alpha, load_image, resize
 
@@ -420,20 +420,19 @@ class Model:
             z = z.contiguous(memory_format=torch.channels_last)
         with module_lock(self.fn), self.inference_behaviour():
             try:
-                out = class_scores(self.fn(z), self.name)
-            except RuntimeError as err:
-                wants = re.search(r"expected input\[[^\]]*\] to have (\d+) channels, but got", str(err))
-                if wants:  # a first convolution made for another channel count
-                    raise RuntimeError(
-                        f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); the images reach "
-                        f"it with {z.shape[1]} channel(s) (channels={self.channels}): a model whose input has "
-                        f"{wants.group(1)} takes unveil.Model(..., channels={wants.group(1)})") from err
-                if self.input_size is not None or not any(w in str(err) for w in SIZE_ERRORS):
-                    raise  # not a spatial-size mismatch, or not one our choice of size caused
-                raise RuntimeError(  # the image's own size reached the module: say how to fix it
-                    f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); it sees each image "
-                    "at the image's own size: a model made for one size needs unveil.Model(module, "
-                    "input_size=(height, width))") from err
+                raw = self.fn(z)
+            except Exception as err:
+                hint = self._failure_hint(err, z) if isinstance(err, RuntimeError) else None
+                n = z.shape[0]
+                what = (f"{n} image{'' if n == 1 else 's'} of {' x '.join(map(str, z.shape[1:]))} (C x H x W"
+                        f"{', normalized' if self.normalization() is not None else ', values in [0, 1]'})")
+                if hint is not None:
+                    blame_model(hint, repr(self.name), what)
+                    raise hint from err
+                if not raised_by_callback(err):  # a hook's own error stays the package's
+                    blame_model(err, repr(self.name), what)
+                raise
+            out = class_scores(raw, self.name)
         self._count(x.shape[0])  # counted once the model has scored them (a failed pass scored nothing)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"model {self.name!r} returned {type(out).__name__}; a torch module must return "
@@ -445,6 +444,22 @@ class Model:
                              f"input (dtype {out.dtype}): gradient methods need float outputs computed from the "
                              "input with autograd on (no torch.no_grad(), .detach() or integer steps on the way)")
         return self._two_logits(out)
+
+    def _failure_hint(self, err: RuntimeError, z: torch.Tensor) -> RuntimeError | None:
+        """A RuntimeError saying how to fix ``err`` (raised by the module on ``z``) when it is a channel count
+        or a spatial size the module was not made for and the model's settings can change; else None."""
+        wants = re.search(r"expected input\[[^\]]*\] to have (\d+) channels, but got", str(err))
+        if wants:  # a first convolution made for another channel count
+            return RuntimeError(
+                f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); the images reach "
+                f"it with {z.shape[1]} channel(s) (channels={self.channels}): a model whose input has "
+                f"{wants.group(1)} takes unveil.Model(..., channels={wants.group(1)})")
+        if self.input_size is not None or not any(w in str(err) for w in SIZE_ERRORS):
+            return None  # not a spatial-size mismatch, or not one our choice of size caused
+        return RuntimeError(  # the image's own size reached the module: say how to fix it
+            f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); it sees each image "
+            "at the image's own size: a model made for one size needs unveil.Model(module, "
+            "input_size=(height, width))")
 
     def _two_logits(self, out: torch.Tensor) -> torch.Tensor:
         """One logit z per input (a binary classifier) as the two logits (-z/2, z/2); other outputs as they
@@ -727,8 +742,13 @@ def per_channel(name: str, value, channels: int | None, owner: str = "the model"
     if channels is not None and arr.size == 1:
         arr = np.repeat(arr, channels)
     if arr.size == 0 or (channels is not None and arr.size != channels) or not np.all(np.isfinite(arr)):
-        count = f"{owner}'s channel count is {channels}; expected 1 or {channels}" if channels else "expected"
-        raise ValueError(f"{name}: {count} finite values, got {value!r}")
+        if channels == 1:
+            count = f"{owner}'s channel count is 1; expected one finite value"
+        elif channels:
+            count = f"{owner}'s channel count is {channels}; expected 1 or {channels} finite values"
+        else:
+            count = "expected finite values"
+        raise ValueError(f"{name}: {count}, got {value!r}")
     return arr
 
 

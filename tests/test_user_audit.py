@@ -1,0 +1,215 @@
+"""Findings of a user-side audit of the image command and API: errors raised inside a torch module are named
+as the model's (with the line of the user's code, libraries passed over), the command loads ONNX graphs of any
+channel count with the graph's own normalization rule, the metrics' re-explanations follow ``progress``,
+premultiplied-alpha images keep their transparency, STREAK draws one bar, and ``progress`` must be a bool."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unveil
+from unveil.checks import MODEL_FAILED, check_bool
+from unveil.cli import main
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+USER = textwrap.dedent("""
+    import numpy as np
+    import torch
+    import unveil
+
+    class Mismatch(torch.nn.Module):          # a linear layer made for another input size
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(10, 3)
+        def forward(self, x):
+            return self.fc(x.flatten(1))      # LINE_TORCH
+
+    def sized():
+        return unveil.Model(Mismatch(), input_size=(16, 16), name="mismatch")
+
+    def in_numpy(batch):
+        return np.reshape(batch, (7, -1))     # LINE_NUMPY
+    """)
+
+
+def _line(text: str, tag: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if tag in line)
+
+
+@pytest.mark.parametrize("attr, tag, what", [
+    ("sized", "LINE_TORCH", "1 image of 3 x 16 x 16 (C x H x W, values in [0, 1])"),
+    ("in_numpy", "LINE_NUMPY", "1 image of 40 x 48 x 3 (H x W x C, values in [0, 1])"),
+])
+def test_an_error_inside_the_model_is_one_line_at_the_users_code(tmp_path, photo, capsys, attr, tag, what):
+    user = tmp_path / "user_model.py"
+    user.write_text(USER)
+    try:
+        rc = main(["explain", photo, "--model", f"{user}:{attr}", "--method", "occlusion", "--no-progress",
+                   "--out", str(tmp_path / "out")])
+    finally:
+        sys.modules.pop("user_model", None)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Traceback" not in err
+    line = [x for x in err.splitlines() if x.startswith("unveil: error:")]
+    assert len(line) == 1
+    assert f"failed on {what}" in line[0]
+    # the user's line, not torch's functional.py or numpy's fromnumeric.py
+    assert f"at {user}:{_line(USER, tag)}:" in line[0]
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def test_errors_of_the_module_are_marked_and_a_hook_of_the_package_is_not():
+    x = torch.rand(1, 3, 8, 8)
+
+    def users_hook(module, args):  # the user's own hook fails: the model's error
+        raise KeyError("users hook")
+
+    net = _Net()
+    handle = net.conv.register_forward_pre_hook(users_hook)
+    with pytest.raises(KeyError) as info:
+        unveil.Model(net, mean=None, std=None).forward(x)
+    handle.remove()
+    assert "failed on 1 image of 3 x 8 x 8" in getattr(info.value, MODEL_FAILED)
+
+    # this package's code called back from inside the module (as a gradient method's hooks are) raises its own
+    # error, which stays unmarked: check_bool(module, args) refuses a module as a bool
+    handle = net.conv.register_forward_pre_hook(check_bool)
+    with pytest.raises(ValueError, match="expected True or False") as info:
+        unveil.Model(net, mean=None, std=None).forward(x)
+    handle.remove()
+    assert getattr(info.value, MODEL_FAILED, None) is None
+
+
+def test_a_size_hint_error_is_the_models_and_points_at_its_code(tmp_path, photo, capsys):
+    user = tmp_path / "hint_model.py"
+    user.write_text(USER.replace("def sized():", "def bare():\n    return Mismatch()\n\ndef sized():"))
+    try:
+        rc = main(["explain", photo, "--model", f"{user}:bare", "--method", "occlusion", "--no-progress",
+                   "--out", str(tmp_path / "out")])
+    finally:
+        sys.modules.pop("hint_model", None)
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert "input_size=(height, width)" in err  # the hint: the image's own size reached the module
+    assert f"at {user}:{_line(user.read_text(), 'LINE_TORCH')}:" in err  # the module's line, not the hint's
+
+
+class _Gray(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's legacy exporter, kept for its speed
+def test_the_command_loads_a_one_channel_onnx_graph_without_imagenet_normalization(tmp_path, photo, capsys):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "gray.onnx"
+    torch.onnx.export(_Gray().eval(), (torch.rand(1, 1, 16, 16),), str(path), input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    out = tmp_path / "out"
+    assert main(["explain", photo, "--model", str(path), "--method", "occlusion", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert list(out.glob("*_occlusion.npz"))
+    # as from_onnx has it: the graph takes [0, 1] input, no normalization (ImageNet's is for 3 channels)
+    from unveil.cli import load_cli_model
+
+    model = load_cli_model(str(path))
+    assert model.channels == 1
+    ref = unveil.Model.from_onnx(path)
+    img = unveil.load_image(photo)
+    a = model.probabilities(model.prepare(img)[1][None], batch_size=1)
+    b = ref.probabilities(ref.prepare(img)[1][None], batch_size=1)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_one_channel_mean_error_reads_plainly():
+    with pytest.raises(ValueError, match=r"channel count is 1; expected one finite value, got \(0\.1, 0\.2\)"):
+        unveil.Model(_Gray(), channels=1, mean=(0.1, 0.2), std=0.5)
+
+
+def test_randomization_and_stability_follow_progress(monkeypatch):
+    from unveil import metrics
+
+    seen = []
+    real = metrics._explain_again
+
+    def spy(model, image, explanation, seed, batch_size, progress):
+        seen.append(progress)
+        return real(model, image, explanation, seed, batch_size, progress)
+
+    monkeypatch.setattr(metrics, "_explain_again", spy)
+    torch.manual_seed(1)
+    model = unveil.Model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                             torch.nn.LazyLinear(3)), input_size=(12, 12), mean=None, std=None)
+    img = np.random.default_rng(0).random((12, 12, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="occlusion", window=6, stride=6, progress=False)
+    for flag in (True, False):
+        seen.clear()
+        metrics.evaluate(model, img, exp, metrics=["randomization", "stability"], progress=flag)
+        assert seen and all(p is flag for p in seen)
+
+
+def test_premultiplied_alpha_keeps_its_transparency():
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[:2] = (200, 40, 10, 255)  # top half opaque, bottom half fully transparent
+    img = Image.fromarray(rgba, "RGBA")
+    want = unveil.load_image(img)
+    got = unveil.load_image(img.convert("RGBa"))
+    np.testing.assert_allclose(got, want, atol=1 / 255)
+    assert np.all(got[2:] == 1.0)  # transparent pixels on the white background, as RGBA's
+
+
+def test_progress_must_be_a_bool():
+    model = unveil.Model(_Net(), mean=None, std=None)
+    img = np.zeros((8, 8, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="progress: expected True or False, got 'no'"):
+        unveil.explain(model, img, method="saliency", progress="no")
+
+
+def test_streak_draws_one_bar_over_its_segments(monkeypatch):
+    from unveil import perturb
+
+    bars = []
+    real = perturb.progress_bar
+
+    def record(total, desc, enabled, unit="img"):
+        bars.append((total, desc, enabled, unit))
+        return real(total, desc, False, unit)
+
+    monkeypatch.setattr(perturb, "progress_bar", record)
+    torch.manual_seed(0)
+    model = unveil.Model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                             torch.nn.Flatten(), torch.nn.Linear(4, 3)),
+                         input_size=(16, 16), mean=None, std=None, batch_size=4)
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="streak", segmentation="grid", n_features=16, progress=True)
+    streak_bars = [b for b in bars if b[1] == "streak"]
+    assert streak_bars == [(int(exp.segments.max()) + 1, "streak", True, "seg")]
+    assert exp.n_evals > len(streak_bars) * 4  # many requests, one bar
