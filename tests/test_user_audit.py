@@ -213,3 +213,50 @@ def test_streak_draws_one_bar_over_its_segments(monkeypatch):
     streak_bars = [b for b in bars if b[1] == "streak"]
     assert streak_bars == [(int(exp.segments.max()) + 1, "streak", True, "seg")]
     assert exp.n_evals > len(streak_bars) * 4  # many requests, one bar
+
+
+def test_repeated_flags_options_and_listed_names_are_errors(photo, capsys):
+    for argv, message in [
+        (["explain", photo, "--target", "1", "--target", "2"], "--target: given twice"),
+        (["explain", photo, "--method", "lime,,occlusion"], "an empty method name in 'lime,,occlusion'"),
+        (["explain", photo, "--method", "occlusion,occlusion"], "method occlusion listed twice"),
+        (["evaluate", photo, "--metrics", "deletion,deletion"], "metric deletion listed twice"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    model = "unveil.checks:check_bool"  # never loaded: the options are refused first
+    assert main(["explain", photo, "--model", model, "--method", "occlusion", "-o", "window=8",
+                 "-o", "window=16"]) == 2
+    assert "-o window: given twice (8 and 16)" in capsys.readouterr().err
+
+
+def test_a_python_file_without_attribute_is_named(tmp_path, photo, capsys):
+    user = tmp_path / "some_models.py"
+    user.write_text("def build():\n    pass\n")
+    assert main(["explain", photo, "--model", str(user)]) == 2
+    assert "a Python file needs ':attribute'" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert main(["methods"]) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_submodules_are_reachable_from_the_package():
+    import subprocess
+
+    code = ("import unveil, sys; print(unveil.streak.streak.__name__, unveil.tabular.__name__, "
+            "unveil.images.load_image.__name__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:3] == ["streak", "unveil.tabular", "load_image"]
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        unveil.no_such_name  # noqa: B018

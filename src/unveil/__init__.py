@@ -12,6 +12,7 @@ the command-line entry point uses that to set up its process before torch starts
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -39,7 +40,9 @@ _EXPORTS = {
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
+    if name not in _EXPORTS:  # a submodule (unveil.streak, unveil.tabular, ...): imported on first use
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'unveil' has no attribute {name!r}")
     where = _EXPORTS[name]
     value = importlib.import_module(f".{name}" if where is None else where, __name__)

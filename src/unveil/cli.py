@@ -90,11 +90,42 @@ def method_options(method: str, args) -> dict:
     return options
 
 
+def check_repeated_options(args) -> None:
+    """-o KEY=VALUE given twice for one KEY is an error (which one was meant is not guessed)."""
+    seen: dict[str, object] = {}
+    for key, value in args.option or []:
+        if key in seen:
+            raise ValueError(f"-o {key}: given twice ({seen[key]!r} and {value!r}); give it once")
+        seen[key] = value
+
+
+class _Once(argparse._StoreAction):
+    """A flag that takes one value and may be given once: a second ``--target b`` is an error, not a silent
+    replacement of the first."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_once", set())
+        if self.dest in given:
+            parser.error(f"{option_string}: given twice; give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The command's parsers: flags that take one value may be given once (see :class:`_Once`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
+
+
 def check_options(methods, args) -> None:
     """Every --option must belong to at least one of the chosen methods, and --samples and --budget must
     apply to at least one (a flag no chosen method takes is an error, not silently dropped)."""
     from .methods.registry import get_method
 
+    check_repeated_options(args)
     for key, _ in args.option or []:
         if not any(key in get_method(m).options for m in methods):
             raise ValueError(f"--option {key}: none of the methods {', '.join(methods)} has this option")
@@ -120,10 +151,21 @@ def _all_methods() -> list[str]:
     return list(method_names())
 
 
+def _name_list(text: str, what: str) -> list[str]:
+    """NAME,NAME,...: the names, stripped; an empty entry (``a,,b``) or a name listed twice is an error."""
+    names = [m.strip() for m in text.split(",")]
+    if len(names) > 1 and not all(names):
+        raise argparse.ArgumentTypeError(f"an empty {what} name in {text!r}")
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{what} {', '.join(twice)} listed twice in {text!r}")
+    return [m for m in names if m]
+
+
 def _method_list(text: str) -> list[str]:
     from .methods.registry import method_names
 
-    names = [m.strip() for m in text.split(",") if m.strip()]
+    names = _name_list(text, "method")
     known = method_names()
     bad = [m for m in names if m not in known]
     if bad or not names:
@@ -160,6 +202,9 @@ def load_cli_model(spec: str, batch_size="auto"):
         return model_from_object(load_object(spec), batch_size)
     if not path.is_file():
         raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file (.pt2, TorchScript or .onnx)")
+    if path.suffix.lower() == ".py":
+        raise ValueError(f"--model {spec!r}: a Python file needs ':attribute' naming the model in it (an "
+                         f"unveil.Model, a torch module or its class, a function, or a factory), e.g. {spec}:build")
     import torch
 
     from .models import Model
@@ -179,7 +224,9 @@ def load_cli_model(spec: str, batch_size="auto"):
         else:
             module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as err:  # torch raises many kinds here
-        raise ValueError(f"--model: cannot load {path} ({type(err).__name__}: {err})") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"--model: cannot load {path} as a .pt2 (torch.export) or TorchScript file, nor is it "
+                         f".onnx ({type(err).__name__}: {first})") from None
     model = Model(module, input_size=INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size=batch_size,
                   name=path.stem)
     return _imagenet_names_if_1000(model, None)
@@ -317,7 +364,7 @@ def _box(text: str):
 def _metric_list(text: str) -> list[str]:
     from .metrics import METRICS
 
-    names = [m.strip() for m in text.split(",") if m.strip()]
+    names = _name_list(text, "metric")
     bad = [m for m in names if m not in METRICS and m != "pointing_game"]
     if bad or not names:
         raise argparse.ArgumentTypeError(
@@ -485,6 +532,7 @@ TABLE_ARGUMENTS = {"seed": "--seed", "method": "--method", "budget": "--budget",
 def check_table_options(args) -> None:
     """-o KEY=VALUE for explain-table: a method option or ``categorical_features``/``class_names``; keys that
     a flag sets are refused, naming the flag."""
+    check_repeated_options(args)
     for key, _ in args.option or []:
         if key in TABLE_ARGUMENTS:
             raise ValueError(f"-o {key}: set by {TABLE_ARGUMENTS[key]}, not by -o")
@@ -546,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="unveil", description="Explain why a neural network made a prediction.")
     parser.add_argument("--version", action="version", version=f"unveil {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("explain", help="explain images; writes PNG + .npz + .json per image and method")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -681,6 +729,14 @@ def main(argv=None) -> int:
     try:
         with _plain_warnings():
             return args.func(args)
+    except BrokenPipeError:  # the reader went away (`unveil methods | head`): stop quietly, as other tools do
+        import os
+
+        try:  # no second error when the interpreter flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # a stdout with no file descriptor
+            pass
+        return 1
     except Exception as err:
         return _report(err, args)
 
