@@ -260,3 +260,16 @@ def test_submodules_are_reachable_from_the_package():
     assert out[:3] == ["streak", "unveil.tabular", "load_image"]
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         unveil.no_such_name  # noqa: B018
+
+
+def test_eight_bit_data_in_sixteen_bits_warns_and_keeps_the_rule():
+    gray = np.arange(0, 256, 16, dtype=np.uint8).reshape(4, 4)
+    with pytest.warns(UserWarning, match="largest value is 240 .of 65535. read nearly black"):
+        got = unveil.load_image(Image.fromarray(gray, "L").convert("I"))
+    np.testing.assert_allclose(got[..., 0], gray / 65535.0, rtol=1e-6)  # the documented rule, unchanged
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real 16-bit data and all-black images: no warning
+        unveil.load_image((gray.astype(np.uint16) * 257))
+        unveil.load_image(np.zeros((4, 4), dtype=np.uint16))

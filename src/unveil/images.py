@@ -6,7 +6,8 @@ The conversion rule (documented in the README, applied everywhere):
   raises ``ValueError`` naming it, and so does a file over Pillow's decompression-bomb limit
   (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels) before it is decoded; files and PIL images are
   turned upright by their EXIF orientation, as photo viewers show them (phones store many photos sideways);
-* ``uint8`` is divided by 255, ``uint16`` (and Pillow's 16-bit modes) by 65535, ``bool`` maps to {0, 1};
+* ``uint8`` is divided by 255, ``uint16`` (and Pillow's 16-bit modes) by 65535 (with a warning when no value
+  exceeds 255: 8-bit data in a 16-bit container reads nearly black), ``bool`` maps to {0, 1};
   float arrays and float files (Pillow's mode ``F``, e.g. 32-bit float TIFFs) must already lie in [0, 1];
   other integer types are refused with a message saying how to convert; a file with several frames (GIF,
   TIFF) gives its first; Pillow reads 16-bit RGB(A) PNGs as 8-bit, 16-bit grayscale ones at 16 bits;
@@ -64,6 +65,13 @@ def to_float(array: np.ndarray, name: str = "image") -> np.ndarray:
         x = array.astype(np.float32) / 255.0
     elif array.dtype == np.uint16:
         x = array.astype(np.float32) / 65535.0
+        top = int(array.max())
+        if 0 < top <= 255:  # 8-bit data in a 16-bit container (a uint16 array, PIL's mode I): nearly black
+            import warnings
+
+            warnings.warn(f"{name}: 16-bit pixels whose largest value is {top} (of 65535) read nearly black; "
+                          "if they hold 8-bit data, pass them as uint8 (e.g. PIL's img.convert('L') or "
+                          "array.astype(np.uint8))", UserWarning, stacklevel=3)
     elif array.dtype == np.bool_:
         x = array.astype(np.float32)
     elif np.issubdtype(array.dtype, np.floating):
