@@ -273,3 +273,19 @@ def test_eight_bit_data_in_sixteen_bits_warns_and_keeps_the_rule():
         warnings.simplefilter("error")  # real 16-bit data and all-black images: no warning
         unveil.load_image((gray.astype(np.uint16) * 257))
         unveil.load_image(np.zeros((4, 4), dtype=np.uint16))
+
+
+def test_occlusion_warns_when_windows_cannot_rank_pixels():
+    torch.manual_seed(0)
+    model = unveil.Model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                             torch.nn.Flatten(), torch.nn.Linear(4, 3)),
+                         input_size=(16, 16), mean=None, std=None)
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match="covers the whole 16 x 16 model input"):
+        exp = unveil.explain(model, img, method="occlusion", window=100, progress=False)
+    assert exp.extras["n_windows"] == 1
+    with pytest.warns(UserWarning, match="stride 10 is larger than window 4"):
+        exp = unveil.explain(model, img, method="occlusion", window=4, stride=10, progress=False)
+    # windows start at 0, 10 and 12 (the last aligned to the end): rows and columns 4..9 are in none
+    assert np.all(exp.map[4:10, :] == 0) and np.all(exp.map[:, 4:10] == 0)
+    assert np.any(exp.map[:4, :4] != 0)

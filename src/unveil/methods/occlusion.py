@@ -3,6 +3,7 @@ covering it (Zeiler & Fergus 2014; the same definition as captum's ``Occlusion``
 
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import torch
@@ -72,6 +73,14 @@ def occlusion(
     window, stride = fit_to_budget(h, w, window, stride, remaining)
     ys, xs = window_starts(h, window, stride), window_starts(w, window, stride)
     n = len(ys) * len(xs)
+    given = "" if remaining is None else f" (after a budget of {ctx.budget})"
+    if n == 1:
+        warnings.warn(f"occlusion: the window{given}, {window} pixels, covers the whole {h} x {w} model input, so "
+                      "one window hides everything and the map is constant; window and stride are in pixels of "
+                      "the model input", UserWarning, stacklevel=3)
+    elif stride > window:
+        warnings.warn(f"occlusion: stride {stride} is larger than window {window}{given}: pixels between windows "
+                      "are hidden by none and get 0", UserWarning, stacklevel=3)
     perturber = ctx.perturber(ctx.baseline(baseline), desc="occlusion")
     order = np.arange(n)
     parts: list[np.ndarray] = []
