@@ -289,3 +289,33 @@ def test_occlusion_warns_when_windows_cannot_rank_pixels():
     # windows start at 0, 10 and 12 (the last aligned to the end): rows and columns 4..9 are in none
     assert np.all(exp.map[4:10, :] == 0) and np.all(exp.map[:, 4:10] == 0)
     assert np.any(exp.map[:4, :4] != 0)
+
+
+class _Argmax(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3))).argmax(dim=1, keepdim=True)
+
+
+@pytest.mark.filterwarnings("ignore:occlusion. the map is all 0")  # a 0/1 output that no window flips
+@pytest.mark.parametrize("fn", [
+    _Argmax(),
+    lambda batch: (batch.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)[:, None],
+    lambda batch: (batch.mean(axis=(1, 2, 3)) > 0.5)[:, None],
+])
+def test_one_integer_per_input_is_refused_as_a_class_index(fn):
+    """Read as logits (a torch module's default; a function's when it says so), one integer per input would be
+    an argmax taken for a binary classifier's logit."""
+    img = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    model = unveil.Model(fn, mean=None, std=None) if isinstance(fn, torch.nn.Module) else unveil.Model(
+        fn, outputs="logits")
+    with pytest.raises(ValueError, match="reads as a class index"):
+        unveil.explain(model, img, method="occlusion", window=4, progress=False)
+    # declared scores: the number is explained as it is (occlusion's drops of a 0/1 output)
+    scores = unveil.Model(fn, outputs="scores", **({"mean": None, "std": None}
+                                                   if isinstance(fn, torch.nn.Module) else {}))
+    exp = unveil.explain(scores, img, method="occlusion", window=4, progress=False)
+    assert exp.map.shape == (8, 8)

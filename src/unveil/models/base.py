@@ -433,6 +433,8 @@ class Model:
                     blame_model(err, repr(self.name), what)
                 raise
             out = class_scores(raw, self.name)
+        if isinstance(out, torch.Tensor) and out.dim() == 2:
+            self._refuse_class_index(out.shape[1], not (out.is_floating_point() or out.is_complex()), out.dtype)
         self._count(x.shape[0])  # counted once the model has scored them (a failed pass scored nothing)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"model {self.name!r} returned {type(out).__name__}; a torch module must return "
@@ -460,6 +462,14 @@ class Model:
             f"model {self.name!r} failed on a batch of shape {tuple(z.shape)} ({err}); it sees each image "
             "at the image's own size: a model made for one size needs unveil.Model(module, "
             "input_size=(height, width))")
+
+    def _refuse_class_index(self, columns: int, integer: bool, dtype) -> None:
+        """One integer (or bool) per input read as logits would be a class index (an argmax) taken for a binary
+        classifier's logit: refused, naming the model."""
+        if integer and columns == 1 and self.outputs == "logits":
+            raise ValueError(f"model {self.name!r} returned one {dtype} number per input: that reads as a class "
+                             "index (an argmax), not a logit; return the logits or probabilities (or pass "
+                             "outputs='scores' to explain the number as it is)")
 
     def _two_logits(self, out: torch.Tensor) -> torch.Tensor:
         """One logit z per input (a binary classifier) as the two logits (-z/2, z/2); other outputs as they
@@ -629,6 +639,8 @@ class Model:
                              f"array of numbers ({err})") from None
         if real is None:
             raise ValueError(f"model {self.name!r} returned complex numbers; expected real N x classes scores")
+        if arr.ndim == 2:
+            self._refuse_class_index(arr.shape[1], arr.dtype.kind in "iub", arr.dtype)
         if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
             self._check_range(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64)))
         out = real
