@@ -14,7 +14,6 @@ by default each sample comes with its complement (paired sampling, which cancels
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln
 
 from .lime import check_sample_entries, sample_masks, weighted_r2
 from .registry import Context, MethodResult, register
@@ -34,6 +33,8 @@ def shapley_kernel(sizes: np.ndarray, n_features: int, log: bool = False) -> np.
     out = np.full(k.shape, np.inf)
     inner = (k > 0) & (k < m)
     ki = k[inner]
+    from scipy.special import gammaln  # here, not at import: scipy.special takes ~0.2 s to load
+
     log_binom = gammaln(m + 1) - gammaln(ki + 1) - gammaln(m - ki + 1)
     log_pi = np.log(m - 1) - log_binom - np.log(ki) - np.log(m - ki)
     out[inner] = log_pi if log else np.exp(log_pi)

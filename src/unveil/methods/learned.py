@@ -29,7 +29,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from ._optimize import ImageOutcome, check_common, optimize, target_probability
 from ._optimize import explain_batch as _explain_batch
@@ -67,6 +66,8 @@ def postprocess(difference: np.ndarray, power: float = 6.0, border: float = 0.1,
     raised to ``power``, ``int(border * side)`` pixels zeroed on each side, grey-dilated by a square of
     ``dilation`` pixels (a square wider than 2 x the longer side + 1 covers the whole image from every pixel,
     so larger ones are taken at that width: the same result)."""
+    from scipy import ndimage  # here, not at import: the method registry loads this module
+
     d = np.asarray(difference, dtype=np.float64) ** power
     h, w = d.shape
     bh, bw = int(border * h), int(border * w)
