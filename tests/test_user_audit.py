@@ -319,3 +319,37 @@ def test_one_integer_per_input_is_refused_as_a_class_index(fn):
                                                    if isinstance(fn, torch.nn.Module) else {}))
     exp = unveil.explain(scores, img, method="occlusion", window=4, progress=False)
     assert exp.map.shape == (8, 8)
+
+
+class _FunctionalRelu(torch.nn.Module):
+    """ReLU called as a function: the modified-chain-rule methods (elrp, deeplift) refuse it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_compare_leaves_out_a_method_that_cannot_run_and_keeps_the_others(tmp_path):
+    model = unveil.Model(_FunctionalRelu(), input_size=(16, 16), mean=None, std=None)
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="elrp") as alone:  # one method: its error, as explain gives it
+        unveil.compare(model, img, methods=["elrp"], progress=False)
+    with pytest.warns(UserWarning, match="compare: method 'elrp' left out"):
+        cmp = unveil.compare(model, img, methods=["occlusion", "elrp"], progress=False,
+                             options={"occlusion": {"window": 4}}, out=tmp_path / "r.html")
+    assert [e.method for e in cmp.entries] == ["occlusion"]
+    assert cmp.failed == {"elrp": f"{type(alone.value).__name__}: {str(alone.value).splitlines()[0]}"}
+    # the kept method's scores are those of a comparison without the failing one
+    ref = unveil.compare(model, img, methods=["occlusion"], progress=False, options={"occlusion": {"window": 4}})
+    assert cmp.entry("occlusion").deletion[0].score == ref.entry("occlusion").deletion[0].score
+    html = (tmp_path / "r.html").read_text()
+    assert "Left out" in html and "<b>elrp</b>" in html
+    # a setting of the comparison itself still stops it: 'segment_mean' deletion needs segments
+    with pytest.raises(ValueError, match="needs segments"):
+        unveil.compare(model, img, methods=["lime", "saliency"], deletion_baseline="segment_mean",
+                       progress=False, options={"lime": {"n_samples": 20, "n_features": 4}})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -81,6 +82,7 @@ class Comparison:
     top_fraction: float = 0.1
     image_name: str = ""
     options: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)  # method -> why it was left out (its error, one line)
 
     def entry(self, method: str) -> MethodEntry:
         for e in self.entries:
@@ -181,6 +183,11 @@ def compare(
     ``random_floor``: also score a random ranking of about :data:`FLOOR_CELLS` grid cells (regions like those
     the methods find: deleting scattered random pixels hurts most models faster than any ranking of regions,
     so a per-pixel random map is no floor). ``out``: write the HTML report there too.
+
+    With two or more methods, one that cannot run (a ValueError or TypeError: an option it refuses, a model it
+    cannot take; or an error inside the model during its passes) is left out with a warning, named with its
+    error in ``failed`` and in the report; the others' results are kept. If none runs, the first error is
+    raised. Settings of the comparison itself (a bad ``deletion_baseline``) stop it at once.
     """
     from .api import explain
 
@@ -219,20 +226,33 @@ def compare(
             raise ValueError(f"targets: expected a class, a list of classes or None, got {targets!r}")
         target_list = list(dict.fromkeys(model.class_index(t, probs.shape[0]) for t in raw))  # repeats once
 
-    entries = []
+    entries, failed, first_error = [], {}, None
     for spec in specs:
         exps, dels, inss = [], [], []
-        for t in target_list:
-            exp = explain(model, original, method=spec.name, target=t, seed=seed,
-                          budget=budget if spec.uses_budget else None, batch_size=batch_size, progress=progress,
-                          **options.get(spec.name, {}))
-            exps.append(exp)
-            if exp.segments is None and _is_segment_mean(deletion_baseline):
-                raise ValueError(f"deletion_baseline 'segment_mean' needs segments, and method {spec.name!r} gives "
-                                 "a pixel map; choose another baseline (or None: each method's own)")
-            dels.append(deletion(model, original, exp))
-            inss.append(insertion(model, original, exp))
+        try:
+            for t in target_list:
+                exp = explain(model, original, method=spec.name, target=t, seed=seed,
+                              budget=budget if spec.uses_budget else None, batch_size=batch_size,
+                              progress=progress, **options.get(spec.name, {}))
+                exps.append(exp)
+                if exp.segments is None and _is_segment_mean(deletion_baseline):
+                    raise _SetupError(f"deletion_baseline 'segment_mean' needs segments, and method {spec.name!r} "
+                                      "gives a pixel map; choose another baseline (or None: each method's own)")
+                dels.append(deletion(model, original, exp))
+                inss.append(insertion(model, original, exp))
+        except Exception as err:
+            if len(specs) == 1 or isinstance(err, _SetupError) or not _method_failure(err):
+                raise
+            # one method that cannot run here (an option it refuses, a model it cannot take) does not cost
+            # the others' work: it is left out, with a warning and a line in the report
+            failed[spec.name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            first_error = first_error or err
+            warnings.warn(f"compare: method {spec.name!r} left out ({failed[spec.name]})", UserWarning,
+                          stacklevel=2)
+            continue
         entries.append(MethodEntry(spec.name, exps, dels, inss))
+    if not entries:
+        raise first_error
 
     floor = None
     if random_floor:
@@ -245,11 +265,23 @@ def compare(
         image=original, model_name=model.name, top=top, targets=target_list,
         labels=[model.label(t) for t in target_list], budget=None if budget is None else int(budget),
         seed=int(seed), entries=entries, floor=floor, top_k=int(top_k), top_fraction=float(top_fraction),
-        image_name=name, options=options,
+        image_name=name, options=options, failed=failed,
     )
     if out is not None:
         result.save(out)
     return result
+
+
+class _SetupError(ValueError):
+    """A setting of the comparison itself is wrong (not one method's): the whole comparison stops."""
+
+
+def _method_failure(err: Exception) -> bool:
+    """Whether ``err`` is one method's clear refusal (a ValueError or TypeError: an option, a model it cannot
+    take) or an error inside the model during that method's passes, rather than a fault to surface as it is."""
+    from .checks import MODEL_FAILED
+
+    return isinstance(err, (ValueError, TypeError)) or getattr(err, MODEL_FAILED, None) is not None
 
 
 class _CallableModule(types.ModuleType):

@@ -182,6 +182,15 @@ def _deletion_to(cmp) -> str:
     return f"to the baseline {used.pop()!r}" if len(used) == 1 else "to each method's own baseline"
 
 
+def _left_out(cmp) -> str:
+    """A list of the methods that could not run, with why (empty when all ran)."""
+    failed = getattr(cmp, "failed", None) or {}
+    if not failed:
+        return ""
+    items = "".join(f"<li><b>{_esc(name)}</b>: {_esc(why)}</li>" for name, why in failed.items())
+    return f"<p class='meta'>Left out (could not run on this model or with these options):</p><ul>{items}</ul>"
+
+
 def render_html(cmp) -> str:
     """The report of a :class:`unveil.compare.Comparison` as one HTML string."""
     top_rows = "".join(
@@ -205,7 +214,7 @@ def render_html(cmp) -> str:
         "<section id='input'><h2>Input</h2><div class='row'>",
         _img(cmp.image, "input image"),
         "<table><tr><th>class</th><th>label</th><th>probability</th></tr>" + top_rows + "</table></div></section>",
-        "<section id='summary'><h2>Summary</h2>" + _summary(cmp) + "</section>",
+        "<section id='summary'><h2>Summary</h2>" + _summary(cmp) + _left_out(cmp) + "</section>",
         "<section id='curves'><h2>Deletion and insertion curves</h2><p class='meta'>Deletion removes the most "
         f"important pixels first ({_esc(_deletion_to(cmp))}); insertion adds them to a blurred copy. All "
         "methods on one plot each.</p>" + "".join(curves) + "</section>",
