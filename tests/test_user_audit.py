@@ -353,3 +353,44 @@ def test_compare_leaves_out_a_method_that_cannot_run_and_keeps_the_others(tmp_pa
     with pytest.raises(ValueError, match="needs segments"):
         unveil.compare(model, img, methods=["lime", "saliency"], deletion_baseline="segment_mean",
                        progress=False, options={"lime": {"n_samples": 20, "n_features": 4}})
+
+
+SOFT = textwrap.dedent("""
+    import torch
+
+    class Soft(torch.nn.Module):              # returns probabilities: its last layer is a softmax
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = torch.nn.Linear(3, 4)
+            self.out = torch.nn.Softmax(dim=1)
+        def forward(self, x):
+            return self.out(self.fc(x.mean(dim=(2, 3)) * 20))
+    """)
+
+
+def test_outputs_flag_declares_what_the_model_returns(tmp_path, photo, capsys):
+    user = tmp_path / "soft_model.py"
+    user.write_text(SOFT)
+    argv = ["explain", photo, "--model", f"{user}:Soft", "--method", "occlusion", "--no-progress",
+            "--out", str(tmp_path / "out")]
+    import warnings
+
+    try:
+        with pytest.warns(UserWarning, match="--outputs probabilities"):  # advice that can be followed here
+            assert main(argv) == 0
+        plain = capsys.readouterr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert main([*argv, "--outputs", "probabilities"]) == 0
+        declared = capsys.readouterr()
+    finally:
+        sys.modules.pop("soft_model", None)
+    mod = {}
+    exec(SOFT, mod)  # the same module, built here
+    model = unveil.Model(mod["Soft"](), outputs="probabilities")
+    img = unveil.load_image(photo)
+    probs = model.probabilities(model.prepare(img)[1][None], batch_size=1)[0].numpy()
+    top = int(np.argmax(probs))
+    assert f"p={probs[top]:.4f}" in declared.out  # the module's own probability, not a softmax of it
+    assert f"p={probs[top]:.4f}" not in plain.out

@@ -187,6 +187,20 @@ def model_from_object(obj, batch_size="auto"):
     return Model(obj, batch_size=None if batch_size == "auto" else batch_size)
 
 
+#: what --outputs may say the model returns (see unveil.Model's ``outputs``)
+OUTPUT_KINDS = ("logits", "probabilities", "scores")
+OUTPUTS_HELP = ("what the model returns: logits (a softmax is applied), probabilities or scores (explained as "
+                "they are); default: the model's own setting (logits for torch modules and ONNX files, "
+                "probabilities for functions)")
+
+
+def _with_outputs(model, outputs):
+    """``model`` with ``outputs`` set when --outputs gave it."""
+    if outputs is not None:
+        model.outputs = outputs
+    return model
+
+
 def load_cli_model(spec: str, batch_size="auto"):
     """``default`` (the embedded model); ``module:attribute`` or ``file.py:attribute`` (a user's Model, torch
     module, callable or factory: see :mod:`unveil.models.loading`); or a saved ImageNet classifier taking
@@ -285,7 +299,7 @@ def cmd_explain(args) -> int:
     from .methods.registry import check_model_for, get_method
 
     check_options(args.method, args)
-    model = load_cli_model(args.model, args.batch_size)
+    model = _with_outputs(load_cli_model(args.model, args.batch_size), args.outputs)
     check_model_for(model, args.method)  # a model without gradients fails before any method runs
     out = make_folder(Path(args.out), "--out")
     images = []
@@ -381,7 +395,7 @@ def cmd_compare(args) -> int:
     check_options(args.methods, args)
     load_image(args.image, channels=None)  # a bad file fails before the model loads
     check_report_path(args.out)
-    model = load_cli_model(args.model, args.batch_size)
+    model = _with_outputs(load_cli_model(args.model, args.batch_size), args.outputs)
     options = {m: method_options(m, args) for m in args.methods}
     options = {m: o for m, o in options.items() if o}
     cmp = compare(model, args.image, methods=args.methods, budget=args.budget, targets=args.target,
@@ -444,7 +458,7 @@ def cmd_evaluate(args) -> int:
         except ValueError as err:
             message = str(err).removeprefix("truth: ")
             raise ValueError(f"{'--box' if args.mask is None else '--mask'}: {message}") from None
-    model = load_cli_model(args.model, args.batch_size)
+    model = _with_outputs(load_cli_model(args.model, args.batch_size), args.outputs)
     check_model_for(model, [method])
     budget = args.budget if get_method(method).uses_budget else None
     exp = explain(model, image, method=method, target=args.target, seed=args.seed, budget=budget,
@@ -601,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", type=_method_list, default=[DEFAULT_METHOD],
                    help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
+    p.add_argument("--outputs", choices=OUTPUT_KINDS, default=None, help=OUTPUTS_HELP)
     p.add_argument("--target", default=None, help="class number or name (default: top class)")
     p.add_argument("--samples", type=_positive_int, default=None, help=SAMPLES_HELP)
     p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations per perturbation method")
@@ -622,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_method_list, default=["lime", "occlusion"],
                    help="comma-separated methods (default lime,occlusion)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
+    p.add_argument("--outputs", choices=OUTPUT_KINDS, default=None, help=OUTPUTS_HELP)
     p.add_argument("--target", action="append", default=None,
                    help="class number or name (repeatable: two targets show the classes side by side)")
     p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations per perturbation method")
@@ -648,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: deletion,insertion,randomization,stability,pointing_game "
                         "(default deletion,insertion)")
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
+    p.add_argument("--outputs", choices=OUTPUT_KINDS, default=None, help=OUTPUTS_HELP)
     p.add_argument("--target", default=None, help="class number or name (default: top class)")
     p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations (perturbation methods)")
     p.add_argument("--samples", type=_positive_int, default=None, help=SAMPLES_HELP)

@@ -606,7 +606,8 @@ class Model:
             why = "every row is non-negative and sums to 1" if rows_sum_to_1 else \
                 f"its last layer is {type(last).__name__}"
             warnings.warn(f"model {self.name!r}: its outputs look like probabilities ({why}) but are read as "
-                          "logits, so the softmax squashes them again; pass outputs='probabilities' if they are",
+                          "logits, so the softmax squashes them again; pass outputs='probabilities' (on the command "
+                          "line --outputs probabilities) if they are",
                           UserWarning, stacklevel=4)
 
     def _call_batch(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
