@@ -394,3 +394,19 @@ def test_outputs_flag_declares_what_the_model_returns(tmp_path, photo, capsys):
     top = int(np.argmax(probs))
     assert f"p={probs[top]:.4f}" in declared.out  # the module's own probability, not a softmax of it
     assert f"p={probs[top]:.4f}" not in plain.out
+
+
+def test_the_report_says_what_a_budget_left_of_the_samples_asked(tmp_path):
+    torch.manual_seed(0)
+    model = unveil.Model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                             torch.nn.Flatten(), torch.nn.Linear(4, 3)),
+                         input_size=(16, 16), mean=None, std=None)
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    cmp = unveil.compare(model, img, methods=["lime", "rise"], budget=40, progress=False,
+                         options={"lime": {"n_features": 8, "segmentation": "grid"}}, out=tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    lime, rise = cmp.entry("lime").explanations[0], cmp.entry("rise").explanations[0]
+    assert lime.extras["n_samples"] < 1000 and rise.extras["n_masks"] < 1000  # the budget cut both
+    assert f"n_samples=1000 ({lime.extras['n_samples']} used)" in html
+    assert f"n_masks=1000 ({rise.extras['n_masks']} used)" in html
+    assert "budget=40" in html and "(40 used)" not in html  # equal values are shown once

@@ -143,7 +143,8 @@ def _method_section(cmp, e) -> str:
         else:
             what = f"top {cmp.top_fraction:.0%} of pixels"
         d, i = e.deletion[t], e.insertion[t]
-        params = ", ".join(f"{k}={v!r}" for k, v in exp.params.items() if not isinstance(v, np.ndarray))
+        params = ", ".join(_option_text(k, v, exp.extras) for k, v in exp.params.items()
+                           if not isinstance(v, np.ndarray))
         parts.append(
             f"<h3>target {exp.target}: {_esc(exp.label)} (p = {exp.score:.4f})</h3><div class='row'>"
             + _img(overlay(exp, max_side=MAX_SIDE), f"{e.method} overlay", "overlay (red supports the target, blue opposes)")
@@ -180,6 +181,14 @@ def _deletion_to(cmp) -> str:
     """What deleted pixels became, from the deletion results: one baseline for every method, or each its own."""
     used = {str(d.details.get("baseline")) for e in cmp.entries for d in e.deletion}
     return f"to the baseline {used.pop()!r}" if len(used) == 1 else "to each method's own baseline"
+
+
+def _option_text(key: str, value, extras: dict) -> str:
+    """``key=value`` as asked, with what the method used when it differs (e.g. samples cut by a budget)."""
+    used = extras.get(key) if isinstance(extras, dict) else None
+    if used is not None and value is not None and not isinstance(used, (np.ndarray, list, dict)) and used != value:
+        return f"{key}={value!r} ({used!r} used)"
+    return f"{key}={value!r}"
 
 
 def _left_out(cmp) -> str:
