@@ -410,3 +410,22 @@ def test_the_report_says_what_a_budget_left_of_the_samples_asked(tmp_path):
     assert f"n_samples=1000 ({lime.extras['n_samples']} used)" in html
     assert f"n_masks=1000 ({rise.extras['n_masks']} used)" in html
     assert "budget=40</td>" in html and "budget=40 (" not in html  # equal values are shown once
+
+
+def test_max_pixels_sets_the_decoding_limit_for_one_command(tmp_path, photo, capsys):
+    """A file over Pillow's limit is refused with advice a command-line user can follow; --max-pixels moves the
+    limit for that command only (here below a 40 x 48 photo: 1920 pixels), and the limit is back afterwards."""
+    before = Image.MAX_IMAGE_PIXELS
+    out = str(tmp_path / "out")
+    assert main(["explain", photo, "--method", "occlusion", "--no-progress", "--out", out,
+                 "--max-pixels", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "too large to decode safely" in err and "--max-pixels" in err and "photo.png" in err
+    assert Image.MAX_IMAGE_PIXELS == before
+    assert main(["evaluate", photo, "--method", "occlusion", "--no-progress", "--max-pixels", "1919"]) == 2
+    assert "too large to decode safely" in capsys.readouterr().err
+    assert main(["evaluate", photo, "--method", "occlusion", "--no-progress", "--max-pixels", "1920"]) == 0
+    assert "deletion" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["explain", photo, "--max-pixels", "0"])
+    assert "expected a positive int" in capsys.readouterr().err

@@ -603,6 +603,26 @@ def cmd_explain_table(args) -> int:
     return 0
 
 
+MAX_PIXELS_HELP = ("decode image files of up to N pixels (default: Pillow's decompression-bomb limit, about 89 "
+                   "million); for a large file you trust")
+
+
+@contextlib.contextmanager
+def _image_limit(args):
+    """``--max-pixels``: Pillow's decompression-bomb limit for this command's image files (the previous limit
+    back afterwards, for a program that calls :func:`main`)."""
+    if getattr(args, "max_pixels", None) is None:
+        yield
+        return
+    from PIL import Image
+
+    before, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, args.max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -624,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="random seed, an int from 0 to 2**63 - 1 (default 0)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N", help=MAX_PIXELS_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
 
@@ -653,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
     p.add_argument("--out", default="report.html", help="the HTML report (default report.html)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N", help=MAX_PIXELS_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compare)
 
@@ -679,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="random seed, an int from 0 to 2**63 - 1 (default 0)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="int or 'auto' (default)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (curves included)")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N", help=MAX_PIXELS_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
@@ -744,7 +767,7 @@ def main(argv=None) -> int:
 
     tune_cpu()  # the command owns its process: take the fast allocator path
     try:
-        with _plain_warnings():
+        with _plain_warnings(), _image_limit(args):
             return args.func(args)
     except BrokenPipeError:  # the reader went away (`unveil methods | head`): stop quietly, as other tools do
         import os

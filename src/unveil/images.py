@@ -246,7 +246,7 @@ def _read_file(path: Path) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ValueError(
             f"image file too large to decode safely: {path} ({err}); raise PIL.Image.MAX_IMAGE_PIXELS "
-            "if you trust this file"
+            "(the command: --max-pixels N) if you trust this file"
         ) from None
     except (OSError, SyntaxError) as err:
         raise ValueError(f"corrupt or truncated image file: {path} ({err})") from None
