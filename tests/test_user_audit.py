@@ -429,3 +429,26 @@ def test_max_pixels_sets_the_decoding_limit_for_one_command(tmp_path, photo, cap
     with pytest.raises(SystemExit):
         main(["explain", photo, "--max-pixels", "0"])
     assert "expected a positive int" in capsys.readouterr().err
+
+
+def test_a_mask_picture_that_is_not_two_toned_warns_and_keeps_the_rule():
+    """A photo given as --mask (most pixels of middle brightness) warns; an anti-aliased mask (a soft edge
+    one pixel wide) does not; both are still thresholded by the documented rule."""
+    import warnings
+
+    from unveil.cli import mask_from_image
+
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 31.5, xx - 31.5)
+    disc = np.clip(20.5 - r, 0, 1).astype(np.float32)[..., None].repeat(3, axis=2)  # soft rim, 1 px
+    assert 0 < ((disc[..., 0] > 0) & (disc[..., 0] < 1)).sum() < 0.05 * disc[..., 0].size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(mask_from_image(disc), disc[..., 0] > 0.5)
+    photo = np.random.default_rng(0).uniform(0.2, 0.8, (64, 64, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"--mask: \d+% of its pixels are of middle brightness"):
+        np.testing.assert_array_equal(mask_from_image(photo), photo.mean(axis=2) > 0.5)
+    veil = np.concatenate([np.ones((64, 64, 3), np.float32),
+                           np.random.default_rng(1).uniform(0, 0.45, (64, 64, 1)).astype(np.float32)], axis=2)
+    with pytest.warns(UserWarning, match="middle opacity"):  # transparency spread over its whole range
+        mask_from_image(veil)

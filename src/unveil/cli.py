@@ -424,9 +424,26 @@ def mask_from_image(img):
     channels = img.shape[2]
     alpha = img[..., -1] if channels in (2, 4) else None
     if alpha is not None and (alpha < 0.5).any():
-        return alpha > (float(alpha.min()) + float(alpha.max())) / 2
+        lo, hi = float(alpha.min()), float(alpha.max())
+        _warn_if_not_two_toned((alpha - lo) / (hi - lo) if hi > lo else alpha, "opacity")
+        return alpha > (lo + hi) / 2
     colour = img[..., : channels - 1] if channels in (2, 4) else img
-    return colour.mean(axis=2) > 0.5
+    light = colour.mean(axis=2)
+    _warn_if_not_two_toned(light, "brightness")
+    return light > 0.5
+
+
+#: A mask picture is two-toned: more than this share of pixels halfway between its tones (neither object nor
+#: background: a quarter to three quarters of the way) suggests another kind of picture, e.g. a photo.
+MIXED_SHARE = 0.2
+
+
+def _warn_if_not_two_toned(level, what: str) -> None:
+    mixed = float(((level > 0.25) & (level < 0.75)).mean())
+    if mixed > MIXED_SHARE:
+        warnings.warn(f"--mask: {mixed:.0%} of its pixels are of middle {what}, neither object nor background; "
+                      f"it is read as a mask all the same (object where the {what} is over halfway): is it a "
+                      "mask picture?", UserWarning, stacklevel=3)
 
 
 def cmd_evaluate(args) -> int:
