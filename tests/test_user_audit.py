@@ -452,3 +452,28 @@ def test_a_mask_picture_that_is_not_two_toned_warns_and_keeps_the_rule():
                            np.random.default_rng(1).uniform(0, 0.45, (64, 64, 1)).astype(np.float32)], axis=2)
     with pytest.warns(UserWarning, match="middle opacity"):  # transparency spread over its whole range
         mask_from_image(veil)
+
+
+def test_metrics_show_progress_by_default_as_explain_does(monkeypatch):
+    from unveil import metrics, perturb
+
+    assert metrics.Deletion().progress is True and metrics.Randomization().progress is True
+    assert metrics.Stability().progress is True and metrics.deletion.progress is True
+    for make in (metrics.Deletion, metrics.Insertion, metrics.Randomization, metrics.Stability):
+        with pytest.raises(ValueError, match="progress: expected True or False, got 'no'"):
+            make(progress="no")
+    seen = []
+    real = perturb.Perturber.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("progress"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(perturb.Perturber, "__init__", spy)
+    model = unveil.Model(lambda b: b.reshape(len(b), -1)[:, :2] * 4.0, input_size=(8, 8), mean=None, std=None,
+                         outputs="logits")
+    img = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    exp = unveil.explain(model, img, method="occlusion", window=4, stride=4, progress=False)
+    seen.clear()
+    metrics.evaluate(model, img, exp)
+    assert seen == [True, True]  # deletion and insertion, each drawing its bar (on a terminal)

@@ -34,7 +34,7 @@ import torch
 from .explanation import Explanation
 from .images import check_drawn_for, resize
 from .models.base import Model, as_model, module_lock
-from .checks import MAX_SEED, check_positive, check_seed
+from .checks import MAX_SEED, check_bool, check_positive, check_seed
 from .perturb import Perturber, make_baseline
 from .segmentation import resize_labels
 
@@ -284,12 +284,13 @@ class _Causal:
     step: float | int = DEFAULT_STEP
     seed: int = 0
     batch_size: int | None = None
-    progress: bool = False
+    progress: bool = True
 
     def __post_init__(self):
         step_counts(100, self.step)  # validates step
         check_seed(self.seed)
         _check_metric_batch_size(self.batch_size)
+        check_bool(self.progress, "progress")
 
     name = "causal"
     higher_is_better = True
@@ -472,7 +473,7 @@ class Randomization:
     absolute: bool = True
     seed: int = 0
     batch_size: int | None = None
-    progress: bool = False
+    progress: bool = True
     name = "randomization"
     higher_is_better = False
 
@@ -483,6 +484,7 @@ class Randomization:
             raise ValueError(f"max_steps: expected a positive int or None, got {self.max_steps!r}")
         check_seed(self.seed)
         _check_metric_batch_size(self.batch_size)
+        check_bool(self.progress, "progress")
 
     def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
         """Re-explain on randomized copies of ``model`` (a torch model; the original is never touched)."""
@@ -563,7 +565,7 @@ class Stability:
     k: int = 5
     top_fraction: float = 0.1
     batch_size: int | None = None
-    progress: bool = False
+    progress: bool = True
     name = "stability"
     higher_is_better = True
 
@@ -572,6 +574,7 @@ class Stability:
             raise ValueError(f"k: expected an int >= 2 (seeds), got {self.k!r}")
         check_fraction("top_fraction", self.top_fraction)
         _check_metric_batch_size(self.batch_size)
+        check_bool(self.progress, "progress")
 
     def __call__(self, model, image=None, explanation: Explanation | None = None) -> MetricResult:
         """Re-explain under ``k - 1`` further seeds and compare all pairs."""
@@ -706,7 +709,7 @@ def evaluate(
     step: float | int = DEFAULT_STEP,
     seed: int = 0,
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> dict[str, MetricResult]:
     """Run the named metrics (keys of :data:`METRICS`, plus ``pointing_game`` when ``truth`` is given).
 
