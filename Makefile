@@ -19,8 +19,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m unveil.demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py

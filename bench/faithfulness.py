@@ -56,6 +56,11 @@ def load_images(spec: str | None) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _sem(values: np.ndarray) -> float:
+    """Standard error of the mean (0 for a single value)."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="lime,occlusion", help="comma-separated registered methods")
@@ -141,8 +146,8 @@ def summarize(records, per_image: bool) -> None:
         return {
             "method": method, "budget": budget or "-", "images": len(rs),
             "n_evals": float(np.mean([r[3] for r in rs])), "seconds": float(np.mean([r[4] for r in rs])),
-            "deletion": float(dels.mean()), "del_sem": float(dels.std(ddof=1) / np.sqrt(len(rs))) if len(rs) > 1 else 0.0,
-            "insertion": float(ins.mean()), "ins_sem": float(ins.std(ddof=1) / np.sqrt(len(rs))) if len(rs) > 1 else 0.0,
+            "deletion": float(dels.mean()), "del_sem": _sem(dels),
+            "insertion": float(ins.mean()), "ins_sem": _sem(ins),
             "baseline": rs[0][7],
         }
 

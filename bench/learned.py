@@ -27,7 +27,8 @@ PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=100, help="optimizer steps at most (methods' defaults: 300 / 500)")
+    ap.add_argument("--iterations", type=int, default=100,
+                    help="optimizer steps at most (methods' defaults: 300 / 500)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--lime-samples", type=int, default=500)
     ap.add_argument("--group", type=int, default=8, help="images per batch in the batched run")

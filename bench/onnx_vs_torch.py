@@ -3,13 +3,14 @@
     .venv/bin/python bench/onnx_vs_torch.py [--seconds 2] [--rounds 2] [--samples 1000] [--images chelsea,coffee]
 
 The embedded default model (EfficientNet-Lite0 as ``unveil.load_model(inference="torch")`` holds it:
-channels-last, batch norms and symmetric paddings folded) is exported once with ``Model.to_onnx`` and loaded with ``unveil.Model.from_onnx``. Each
-configuration runs in its own process with the library's CPU tuning (``unveil.tune_cpu()``): torch as
-``load_model(inference="torch")`` sets it up, ONNX Runtime with its session defaults, with ``intra_op_num_threads=2`` (this
-machine's cores), and with that plus idle threads that sleep instead of spinning. Per configuration: images
-per second and CPU milliseconds per image of the best of plain forward passes (repeated for ``--seconds``) at
-batch sizes 1, 8, 32 and at the configuration's own ``batch_size="auto"`` choice, then the wall time of a LIME explanation (seed 0, the
-method's default samples) per image, after calibration. Configurations alternate over rounds so drift on a
+channels-last, batch norms and symmetric paddings folded) is exported once with ``Model.to_onnx`` and loaded
+with ``unveil.Model.from_onnx``. Each configuration runs in its own process with the library's CPU tuning
+(``unveil.tune_cpu()``): torch as ``load_model(inference="torch")`` sets it up, ONNX Runtime with its session
+defaults, with ``intra_op_num_threads=2`` (this machine's cores), and with that plus idle threads that sleep
+instead of spinning. Per configuration: images per second and CPU milliseconds per image of the best of plain
+forward passes (repeated for ``--seconds``) at batch sizes 1, 8, 32 and at the configuration's own
+``batch_size="auto"`` choice, then the wall time of a LIME explanation (seed 0, the method's default samples)
+per image, after calibration. Configurations alternate over rounds so drift on a
 shared machine hits all alike; the best round counts. The LIME maps are checked against torch's.
 """
 

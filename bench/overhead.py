@@ -109,7 +109,8 @@ def main(argv=None) -> int:
             if name in ONE_INPUT:
                 b1 = ((exp.n_evals - 1) * best_forward_seconds(model, 1)
                       + best_forward_seconds(model, 1, backward=True))
-            rows.append({"method": name, "image": path.stem, "n_evals": exp.n_evals, "passes": None if grad else len(sizes),
+            rows.append({"method": name, "image": path.stem, "n_evals": exp.n_evals,
+                         "passes": None if grad else len(sizes),
                          "wall_s": wall, "floor_s": floor, "overhead_%": 100.0 * (wall - floor) / floor,
                          "floor_passes_s": passes_floor, "vs_passes_%": None,
                          "floor_b1_s": b1, "over_b1_%": None if b1 is None else 100.0 * (wall - b1) / b1,

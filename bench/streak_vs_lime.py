@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -158,9 +157,9 @@ def main(argv=None) -> None:
         m = means[name]
         print(f"  {name:<13} n_evals {m['n_evals']:8.1f}  seconds {m['seconds']:7.2f}  deletion {m['deletion']:.3f}"
               f"  insertion {m['insertion']:.3f}")
-    s, l = means["streak"], means["lime"]
-    ev = l["n_evals"] / s["n_evals"]
-    tm = l["seconds"] / s["seconds"]
+    s, lm = means["streak"], means["lime"]
+    ev = lm["n_evals"] / s["n_evals"]
+    tm = lm["seconds"] / s["seconds"]
     print(f"\nLIME / STREAK: evaluations {ev:.1f}x (target >= 5x), time {tm:.1f}x (target >= 5x)")
     per = [r_l["seconds"] / r_s["seconds"] for r_s, r_l in zip(
         [r for r in rows if r["method"] == "streak"], [r for r in rows if r["method"] == "lime"])]
@@ -170,26 +169,26 @@ def main(argv=None) -> None:
     else:
         wins = sum(r_s["insertion"] >= r_l["insertion"] for r_s, r_l in zip(
             [r for r in rows if r["method"] == "streak"], [r for r in rows if r["method"] == "lime"]))
-        print(f"insertion AUC: STREAK {s['insertion']:.3f} vs LIME {l['insertion']:.3f} "
-              f"({'at least' if s['insertion'] >= l['insertion'] else 'BELOW'} LIME's; STREAK >= LIME on "
-              f"{wins}/{len(per)} images); deletion AUC: STREAK {s['deletion']:.3f} vs LIME {l['deletion']:.3f} "
+        print(f"insertion AUC: STREAK {s['insertion']:.3f} vs LIME {lm['insertion']:.3f} "
+              f"({'at least' if s['insertion'] >= lm['insertion'] else 'BELOW'} LIME's; STREAK >= LIME on "
+              f"{wins}/{len(per)} images); deletion AUC: STREAK {s['deletion']:.3f} vs LIME {lm['deletion']:.3f} "
               "(lower is better)")
         f = means["streak+fill"]
         wins = sum(r_s["insertion"] >= r_l["insertion"] for r_s, r_l in zip(
             [r for r in rows if r["method"] == "streak+fill"], [r for r in rows if r["method"] == "lime"]))
         print(f"with fill='singletons' (no extra evaluation): insertion {f['insertion']:.3f} "
-              f"({'at least' if f['insertion'] >= l['insertion'] else 'BELOW'} LIME's; >= LIME on {wins}/{len(per)} "
+              f"({'at least' if f['insertion'] >= lm['insertion'] else 'BELOW'} LIME's; >= LIME on {wins}/{len(per)} "
               f"images), deletion {f['deletion']:.3f}")
         e = means["streak+ends"]
         wins = sum(r_s["insertion"] >= r_l["insertion"] for r_s, r_l in zip(
             [r for r in rows if r["method"] == "streak+ends"], [r for r in rows if r["method"] == "lime"]))
-        print(f"with fill='ends' (one more evaluation per segment): evaluations {l['n_evals'] / e['n_evals']:.1f}x, "
-              f"time {l['seconds'] / e['seconds']:.1f}x fewer than LIME; insertion {e['insertion']:.3f} "
-              f"({'at least' if e['insertion'] >= l['insertion'] else 'BELOW'} LIME's; >= LIME on {wins}/{len(per)} "
+        print(f"with fill='ends' (one more evaluation per segment): evaluations {lm['n_evals'] / e['n_evals']:.1f}x, "
+              f"time {lm['seconds'] / e['seconds']:.1f}x fewer than LIME; insertion {e['insertion']:.3f} "
+              f"({'at least' if e['insertion'] >= lm['insertion'] else 'BELOW'} LIME's; >= LIME on {wins}/{len(per)} "
               f"images), deletion {e['deletion']:.3f}")
         t = means["lime/streak-top"]
         print(f"LIME's ranking with STREAK's selected set first: insertion {t['insertion']:.3f} (LIME's own order "
-              f"{l['insertion']:.3f}), deletion {t['deletion']:.3f}")
+              f"{lm['insertion']:.3f}), deletion {t['deletion']:.3f}")
         if args.small_lime:
             m = means[f"lime-{args.small_lime}"]
             print(f"LIME with {args.small_lime} samples: insertion {m['insertion']:.3f}, deletion {m['deletion']:.3f},"

@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     stock = stock_model(batch_size=bs)
     fwd_stock = CountingForward(stock)
     methods = args.methods.split(",")
-    print(f"model {model.name} (our forward passes on {model.inference}), batch size {bs}, torch threads {torch.get_num_threads()}, "
+    print(f"model {model.name} (our forward passes on {model.inference}), batch size {bs}, "
+          f"torch threads {torch.get_num_threads()}, "
           f"{args.n_features} SLIC segments, {args.permutations} permutations, {args.samples} KernelSHAP samples, "
           f"occlusion window {args.window} stride {args.stride}, baseline: the image's mean colour")
     rows = []

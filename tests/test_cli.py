@@ -66,7 +66,8 @@ def test_methods_lists_every_registered_method(capsys):
 def test_explain_writes_png_npz_json_per_image_and_method(tmp_path, scripted, photo, capsys):
     out = tmp_path / "res"
     rc = main(["explain", photo, photo, "--model", scripted, "--method", "lime,occlusion", "--samples", "30",
-               "-o", "n_features=30", "-o", "segmentation=grid", "--target", "7", "--out", str(out), "--no-progress", "--batch-size", "8"])
+               "-o", "n_features=30", "-o", "segmentation=grid", "--target", "7", "--out", str(out), "--no-progress",
+               "--batch-size", "8"])
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["photo_lime.json", "photo_lime.npz", "photo_lime.png",

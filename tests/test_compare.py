@@ -71,8 +71,8 @@ def test_compare_deletion_baseline_none_keeps_each_methods_own(tiny, image):
 
 
 def test_compare_one_target_writes_a_report_with_one_section_per_method(tiny, image, tmp_path):
-    cmp = unveil.compare(tiny, image, methods=["lime", "occlusion"], budget=40, options=opts("lime", "occlusion"), progress=False, step=0.1,
-                         out=tmp_path / "r" / "report.html")
+    cmp = unveil.compare(tiny, image, methods=["lime", "occlusion"], budget=40, options=opts("lime", "occlusion"),
+                         progress=False, step=0.1, out=tmp_path / "r" / "report.html")
     assert [e.method for e in cmp.entries] == ["lime", "occlusion"]
     probs = tiny.probabilities(tiny.prepare(image)[1])[0].numpy()
     assert cmp.targets == [int(np.argmax(probs))]
@@ -111,8 +111,8 @@ def test_compare_one_target_writes_a_report_with_one_section_per_method(tiny, im
 
 
 def test_top_mask_follows_the_explanation_kind(tiny, image):
-    cmp = unveil.compare(tiny, image, methods=["lime", "occlusion"], options=opts("lime", "occlusion"), top_k=3, top_fraction=0.25, step=0.25,
-                         random_floor=False, progress=False)
+    cmp = unveil.compare(tiny, image, methods=["lime", "occlusion"], options=opts("lime", "occlusion"), top_k=3,
+                         top_fraction=0.25, step=0.25, random_floor=False, progress=False)
     lime, occ = cmp.entry("lime").explanations[0], cmp.entry("occlusion").explanations[0]
     np.testing.assert_array_equal(cmp.top_mask(lime), lime.top_mask(3))
     np.testing.assert_array_equal(cmp.top_mask(occ), occ.top_mask(fraction=0.25))
@@ -120,8 +120,8 @@ def test_top_mask_follows_the_explanation_kind(tiny, image):
 
 
 def test_two_targets_show_the_classes_side_by_side(tiny, image, tmp_path):
-    cmp = unveil.compare(tiny, image, methods=["occlusion"], targets=[2, "class5"], options=opts("occlusion"), progress=False,
-                         step=0.1)
+    cmp = unveil.compare(tiny, image, methods=["occlusion"], targets=[2, "class5"], options=opts("occlusion"),
+                         progress=False, step=0.1)
     e = cmp.entry("occlusion")
     assert cmp.targets == [2, 5] and [x.target for x in e.explanations] == [2, 5]
     assert len(e.deletion) == len(e.insertion) == len(cmp.floor) == 2
@@ -155,8 +155,8 @@ def test_budget_goes_to_perturbation_methods_only(tiny, image):
     grads = [s.name for s in method_specs() if s.family == "gradient" and s.name in ("saliency", "grad_input")]
     if not grads:
         pytest.skip("no gradient method registered")
-    cmp = unveil.compare(tiny, image, methods=["occlusion", grads[0]], budget=20, options=opts("occlusion"), progress=False,
-                         random_floor=False, step=0.25)
+    cmp = unveil.compare(tiny, image, methods=["occlusion", grads[0]], budget=20, options=opts("occlusion"),
+                         progress=False, random_floor=False, step=0.25)
     assert cmp.entry("occlusion").n_evals <= 20
     assert cmp.entry(grads[0]).explanations[0].params["budget"] is None
 

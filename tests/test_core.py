@@ -524,9 +524,9 @@ def _clocked_cells_model(monkeypatch, cost):
 
 
 def test_auto_batch_size_is_measured_on_a_large_request_itself(monkeypatch, image):
-    """LIME's 400 masks (fewer distinct ones) hold a whole calibration sweep: the sizes are timed on the request's own passes (the
-    fake clock of the test above: batch 1 wins, 32 never tried), every pass is a counted evaluation of the
-    explanation, nothing is spent besides, and the result equals that of a fixed batch size."""
+    """LIME's 400 masks (fewer distinct ones) hold a whole calibration sweep: the sizes are timed on the request's
+    own passes (the fake clock of the test above: batch 1 wins, 32 never tried), every pass is a counted evaluation
+    of the explanation, nothing is spent besides, and the result equals that of a fixed batch size."""
     from unveil.models.base import sweep_images
 
     fn, sizes = _clocked_cells_model(monkeypatch, lambda n: n + n * n / 32)

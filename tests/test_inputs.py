@@ -577,8 +577,8 @@ def test_a_module_class_a_wrong_channel_count_and_odd_settings_are_named():
     rgb_net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     with pytest.raises(RuntimeError, match=r"reach it with 1 channel\(s\) \(channels=1\): a model whose input has 3 "
                                            r"takes unveil.Model\(\.\.\., channels=3\)"):  # the other way round
-        unveil.explain(unveil.Model(rgb_net, input_size=(16, 16), channels=1), np.random.default_rng(0).random((20, 20)),
-                       method="saliency", progress=False)
+        unveil.explain(unveil.Model(rgb_net, input_size=(16, 16), channels=1),
+                       np.random.default_rng(0).random((20, 20)), method="saliency", progress=False)
     with pytest.raises(ValueError, match=r"^background: expected a gray level or an \(r, g, b\) colour in \[0, 1\] "
                                          r"\(white: 1.0\), got 'white'"):
         unveil.Model(Net(), input_size=(16, 16), background="white")

@@ -20,7 +20,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 import unveil
 from unveil.segmentation import grid
@@ -468,8 +467,8 @@ def test_too_small_eps_and_extreme_gains_are_named():
         assert max_live_instances(k, float(least)) <= 100_000  # the value the message gives is accepted
     assert streak(f, range(3), 5, 7.1e-5).selected  # (many instances, three elements: quick)
     for big in (1e308, 5e-324):
-        with pytest.raises(ValueError, match=rf"^streak: a singleton gain of {re.escape(repr(big))} puts the thresholds .* outside "
-                                             "the range of floats; rescale the set function"):
+        with pytest.raises(ValueError, match=rf"^streak: a singleton gain of {re.escape(repr(big))} puts the "
+                                             "thresholds .* outside the range of floats; rescale the set function"):
             streak(modular([big, 0.0]), range(2), 3)
     tiny = streak(modular([1e-300, 3e-300]), range(2), 1)  # small but representable: as any scale
     assert tiny.selected == (1,)

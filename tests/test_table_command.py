@@ -129,7 +129,8 @@ def test_no_header_flag_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(12, 4))
     csv = _write_csv(tmp_path / "nh.csv", None, rows)
-    (tmp_path / "m.py").write_text("import numpy as np\ndef f(rows):\n    return rows @ np.array([1.0, -2.0, 0.5, 3.0])\n")
+    (tmp_path / "m.py").write_text("import numpy as np\n"
+                                   "def f(rows):\n    return rows @ np.array([1.0, -2.0, 0.5, 3.0])\n")
     code, out, _ = _run(capsys, csv, "--no-header", "--row", "2", "--model", f"{tmp_path / 'm.py'}:f",
                         "--method", "kernelshap", "--json", "--out", str(tmp_path / "o"))
     assert code == 0

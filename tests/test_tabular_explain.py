@@ -59,7 +59,8 @@ def brute_force_shapley(value, n):
 
 def interacting(rows):
     """A nonlinear model with pairwise interactions (1-D output: a regression)."""
-    return np.tanh(rows[:, 0] * rows[:, 1]) + rows[:, 2] ** 2 - rows[:, 3] * rows[:, 4] * rows[:, 5] + np.sin(rows[:, 1])
+    return (np.tanh(rows[:, 0] * rows[:, 1]) + rows[:, 2] ** 2 - rows[:, 3] * rows[:, 4] * rows[:, 5]
+            + np.sin(rows[:, 1]))
 
 
 def set_value(model, x, refs):
@@ -306,7 +307,8 @@ def test_estimators_and_torch_modules_are_accepted():
 
     X, y = load_iris(return_X_y=True)
     clf = LogisticRegression(max_iter=1000).fit(X, y)
-    exp = explain_tabular(clf, X[120], background=X, method="kernelshap", class_names=["setosa", "versicolor", "virginica"])
+    exp = explain_tabular(clf, X[120], background=X, method="kernelshap",
+                          class_names=["setosa", "versicolor", "virginica"])
     assert exp.label == "virginica" and exp.score == pytest.approx(clf.predict_proba(X[120:121])[0, 2])
 
     lin = torch.nn.Linear(4, 3)
@@ -476,7 +478,8 @@ def test_explain_table_command_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(6)
     data = rng.normal(size=(40, 4)) * [1.0, 2.0, 0.5, 3.0]
     csv = tmp_path / "table.v1.csv"  # a dot in the name: the results keep it (they replaced it once)
-    lines = ["age,income,height,score,label"] + [",".join(f"{v:.6f}" for v in r) + f",{i % 2}" for i, r in enumerate(data)]
+    lines = ["age,income,height,score,label"] + [",".join(f"{v:.6f}" for v in r) + f",{i % 2}"
+                                                 for i, r in enumerate(data)]
     csv.write_text("\n".join(lines) + "\n")
     (tmp_path / "model.py").write_text(textwrap.dedent("""
         import numpy as np
@@ -931,8 +934,9 @@ def test_categorical_features_by_a_frames_number_labels():
     assert exp.params["categorical_features"] == [0, 2]
     shuffled = pd.DataFrame(bg, columns=[2, 0, 1, 3])
     with pytest.raises(ValueError, match=r"^categorical_features: 0 is ambiguous: column 0 by position is '2', "
-                                         r"but the DataFrame also has a column labelled 0 \(position 1\); name the column meant as a "
-                                         r"string: '0' for the one labelled 0, '2' for the one at position 0"):
+                                         r"but the DataFrame also has a column labelled 0 \(position 1\); name the "
+                                         r"column meant as a string: '0' for the one labelled 0, '2' for the one at "
+                                         r"position 0"):
         explain_tabular(model, shuffled.iloc[0], background=shuffled, categorical_features=[0], progress=False)
     meant = explain_tabular(model, shuffled.iloc[0], background=shuffled, method="kernelshap",
                             categorical_features=["2"], progress=False)  # as the message says
@@ -944,7 +948,7 @@ def test_categorical_features_by_a_frames_number_labels():
 
 
 
-# ----------------------------------------------------------------------------- pinned against the lime package and by hand
+# ------------------------------------------------------------------------- pinned against the lime package and by hand
 def _capture_lime(monkeypatch, model, x, bg, **opts):
     """Run LIME with discretize=False, recording every sample row the model sees (the row itself first) and the
     (y, w) of the final ridge fit; returns (explanation, rows, y, w)."""

@@ -215,7 +215,8 @@ def load_cli_model(spec: str, batch_size="auto"):
     if (not path.is_file() and is_object_spec(spec)) or spec.lower().endswith(PICKLES):  # a pickle: refused there
         return model_from_object(load_object(spec), batch_size)
     if not path.is_file():
-        raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file (.pt2, TorchScript or .onnx)")
+        raise ValueError(f"--model: {spec!r} is neither 'default', 'module:attribute' nor an existing model file "
+                         "(.pt2, TorchScript or .onnx)")
     if path.suffix.lower() == ".py":
         raise ValueError(f"--model {spec!r}: a Python file needs ':attribute' naming the model in it (an "
                          f"unveil.Model, a torch module or its class, a function, or a factory), e.g. {spec}:build")
@@ -503,7 +504,8 @@ def cmd_evaluate(args) -> int:
             notes = f"baseline {r.details['baseline']}"
         elif name == "pointing_game":
             notes = f"max at (row {r.details['point'][0]}, col {r.details['point'][1]}), {r.details['distance']:.1f} px"
-        print(f"  {name:<15s} {r.score:>8.4f}  {'higher' if r.higher_is_better else 'lower':<7s} {r.n_evals:>6d}  {notes}")
+        better = "higher" if r.higher_is_better else "lower"
+        print(f"  {name:<15s} {r.score:>8.4f}  {better:<7s} {r.n_evals:>6d}  {notes}")
     return 0
 
 
@@ -640,6 +642,10 @@ def _image_limit(args):
         Image.MAX_IMAGE_PIXELS = before
 
 
+MODEL_HELP = ("'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or "
+              "a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -651,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--method", type=_method_list, default=[DEFAULT_METHOD],
                    help=f"method or comma-separated methods (default {DEFAULT_METHOD}, as unveil.explain)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
     p.add_argument("--outputs", choices=OUTPUT_KINDS, default=None, help=OUTPUTS_HELP)
     p.add_argument("--target", default=None, help="class number or name (default: top class)")
     p.add_argument("--samples", type=_positive_int, default=None, help=SAMPLES_HELP)
@@ -674,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--methods", type=_method_list, default=["lime", "occlusion"],
                    help="comma-separated methods (default lime,occlusion)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
     p.add_argument("--outputs", choices=OUTPUT_KINDS, default=None, help=OUTPUTS_HELP)
     p.add_argument("--target", action="append", default=None,
                    help="class number or name (repeatable: two targets show the classes side by side)")
@@ -702,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=_metric_list, default=["deletion", "insertion"],
                    help="comma-separated: deletion,insertion,randomization,stability,pointing_game "
                         "(default deletion,insertion)")
-    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0), module:attribute (your Model, torch module, callable or factory), or a .pt2 (torch.export), TorchScript or .onnx (ONNX Runtime) file")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
     p.add_argument("--outputs", choices=OUTPUT_KINDS, default=None, help=OUTPUTS_HELP)
     p.add_argument("--target", default=None, help="class number or name (default: top class)")
     p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations (perturbation methods)")
@@ -735,7 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None,
                    help="class name or output number (default: top); a class name wins, so for an estimator with "
                         "classes 1 and 2, --target 2 is the class named 2 (output 1)")
-    p.add_argument("--label-column", default=None, metavar="NAME", help="a column to drop (e.g. the label); with --no-header x0, x1, ...")
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="a column to drop (e.g. the label); with --no-header x0, x1, ...")
     p.add_argument("--background-rows", type=_positive_int, default=None, metavar="K",
                    help="use K of the other rows as background, drawn with --seed (default: all of them)")
     p.add_argument("--budget", type=_positive_int, default=None, help="most model evaluations (rows), the row included")
@@ -744,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "categorical_features=[0,3] / -o 'class_names=[\"no\",\"yes\"]' (repeatable)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, an int from 0 to 2**63 - 1 (default 0)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="most rows in one call of the model (an int)")
-    p.add_argument("--top", type=_positive_int, default=10, help="features printed, largest |weight| first (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10,
+                   help="features printed, largest |weight| first (default 10)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

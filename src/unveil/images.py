@@ -140,7 +140,7 @@ def fit_channels(x: np.ndarray, channels: int | None = 3, alpha: str = "composit
     raise ValueError(
         f"{name}: has {c} channels but the model takes {channels}; pass an image with {channels} channels "
         "(or a model built with channels=None to take images as they are)"
-        + (f"; arrays are read H x W x C (channels last): transpose a C x H x W array with .transpose(1, 2, 0)"
+        + ("; arrays are read H x W x C (channels last): transpose a C x H x W array with .transpose(1, 2, 0)"
            if flipped else "")
     )
 

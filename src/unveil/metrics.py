@@ -103,7 +103,8 @@ class MetricResult:
             "y": [_jsonable(float(v)) for v in np.asarray(self.y, dtype=np.float64).reshape(-1)],
             "x_label": self.x_label,
             "y_label": self.y_label,
-            "details": {k: (v.tolist() if isinstance(v, np.ndarray) else _jsonable(v)) for k, v in self.details.items()},
+            "details": {k: (v.tolist() if isinstance(v, np.ndarray) else _jsonable(v))
+                        for k, v in self.details.items()},
             "n_evals": int(self.n_evals),
         }
 

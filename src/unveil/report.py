@@ -124,7 +124,8 @@ def _summary(cmp) -> str:
         if cmp.floor:
             d, i = cmp.floor[t]
             rows.append(f"<tr><td><i>random regions</i></td><td>{_esc(label)}</td><td class='num'>-</td>"
-                        f"<td class='num'>-</td><td class='num'>{_fmt(d.score)}</td><td class='num'>{_fmt(i.score)}</td></tr>")
+                        f"<td class='num'>-</td><td class='num'>{_fmt(d.score)}</td>"
+                        f"<td class='num'>{_fmt(i.score)}</td></tr>")
     return (
         "<table class='summary'><tr><th>method</th><th>target</th><th>n_evals</th><th>seconds</th>"
         "<th>deletion AUC (lower is better)</th><th>insertion AUC (higher is better)</th></tr>"
@@ -147,7 +148,8 @@ def _method_section(cmp, e) -> str:
                            if not isinstance(v, np.ndarray))
         parts.append(
             f"<h3>target {exp.target}: {_esc(exp.label)} (p = {exp.score:.4f})</h3><div class='row'>"
-            + _img(overlay(exp, max_side=MAX_SIDE), f"{e.method} overlay", "overlay (red supports the target, blue opposes)")
+            + _img(overlay(exp, max_side=MAX_SIDE), f"{e.method} overlay",
+                   "overlay (red supports the target, blue opposes)")
             + _img(_mask_picture(exp.image, mask), f"{e.method} top mask", what)
             + "<table>"
             f"<tr><th>n_evals</th><td class='num'>{exp.n_evals}</td></tr>"
@@ -169,7 +171,8 @@ def _class_comparison(cmp) -> str:
     head = "".join(f"<th>{_esc(t)}: {_esc(lab)}</th>" for t, lab in zip(cmp.targets, cmp.labels))
     rows = []
     for e in cmp.entries:
-        cells = "".join(f"<td>{_img(overlay(exp, max_side=MAX_SIDE), f'{e.method} {exp.label}')}</td>" for exp in e.explanations)
+        cells = "".join(f"<td>{_img(overlay(exp, max_side=MAX_SIDE), f'{e.method} {exp.label}')}</td>"
+                        for exp in e.explanations)
         rows.append(f"<tr><th>{_esc(e.method)}</th>{cells}</tr>")
     return (
         "<section id='classes'><h2>Class comparison</h2><p class='meta'>The same method's maps for each class, "

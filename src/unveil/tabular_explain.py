@@ -219,8 +219,8 @@ def _model_function(model_fn) -> tuple[Callable, list[str] | None, int | None, s
 
 # ----------------------------------------------------------------------------- inputs
 def _frame_info(obj, name: str):
-    """(values, column labels as they are, DataFrame type) of a pandas DataFrame/Series, else (obj, None, None). A column
-    (a Series: an entry) that is not numbers is a TypeError naming it and ``name``."""
+    """(values, column labels as they are, DataFrame type) of a pandas DataFrame/Series, else (obj, None, None).
+    A column (a Series: an entry) that is not numbers is a TypeError naming it and ``name``."""
     if hasattr(obj, "to_numpy") and hasattr(obj, "columns"):
         labels, frame_type = list(obj.columns), type(obj)
     elif hasattr(obj, "to_numpy") and hasattr(obj, "index"):

@@ -97,7 +97,8 @@ def _draw(ax, exp, cmap: str = "bwr", boundaries: bool = True, title: str | None
             rgba = np.zeros(edge.shape + (4,), np.float32)
             rgba[edge] = (1.0, 1.0, 0.4, 0.5)
             ax.imshow(rgba)
-    im = ax.imshow(m, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), alpha=0.6 if base is not None else 1.0)
+    im = ax.imshow(m, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim),
+                   alpha=0.6 if base is not None else 1.0)
     ax.set_axis_off()
     ax.set_title(title or f"{exp.label} ({exp.score:.3f}) - {exp.method}", fontsize=9)
     return im

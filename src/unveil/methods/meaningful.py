@@ -199,7 +199,8 @@ def meaningful(
     ``iterations`` steps, stopping once the target's probability falls below ``stop_below`` times its
     starting value (0 or None: run every step). ``perturbation``: ``"blur"`` (Gaussian, ``blur_radius``
     = sigma in pixels of the model input), ``"constant"`` (the image's mean colour) or ``"noise"`` (uniform
-    noise, fresh each step; the stopping check and the result use one fixed draw). ``lambda1`` weighs ``sum |1 - m|``, ``lambda2`` weighs ``TV_beta(m)``; each step
+    noise, fresh each step; the stopping check and the result use one fixed draw). ``lambda1`` weighs
+    ``sum |1 - m|``, ``lambda2`` weighs ``TV_beta(m)``; each step
     the input is shifted by 0..``jitter`` pixels (None: 4, at most the input's longer side) and the mask gets
     Gaussian noise of std ``noise``.
 

@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..checks import (FLOAT32_MAX, blame_model, raised_by_callback, check_labels, integer_text, match_class_name, name_key,
-                      scalar_target, shown_label_index)
+from ..checks import (FLOAT32_MAX, blame_model, check_labels, integer_text, match_class_name, name_key,
+                      raised_by_callback, scalar_target, shown_label_index)
 from ..images import check_alpha, load_image, resize
 
 __all__ = ["Model", "as_model", "BATCH_CANDIDATES", "sweep_images", "quick_sizes"]

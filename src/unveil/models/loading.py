@@ -136,7 +136,8 @@ def load_object(spec: str):
     try:
         made = obj()
     except Exception as err:
-        raise ValueError(f"--model {spec!r}: calling the factory {attr}() failed ({type(err).__name__}: {err})") from err
+        raise ValueError(f"--model {spec!r}: calling the factory {attr}() failed "
+                         f"({type(err).__name__}: {err})") from err
     if isinstance(made, (Model, torch.nn.Module)) or callable(made) or _is_estimator(made):
         return made
     raise ValueError(

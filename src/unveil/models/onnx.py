@@ -206,11 +206,13 @@ def load_onnx(
     normalized with ``mean``/``std`` (per channel or one value; default: ImageNet's for 3 channels, none for other
     counts; ``mean=0, std=1`` for a 3-channel graph that takes [0, 1] input) and laid out as the graph wants.
     The graph's fixed channel count (C) is the model's ``channels``: images are fitted to it by the rule of
-    :func:`unveil.load_image` (a gray graph gets luminance, ...); a graph that leaves C free gets 3. ``input_size`` defaults to the graph's static (height, width); with neither, each image keeps its
-    own size. The first output is read as N x classes ``outputs`` (``"logits"``, softmaxed by the adapter,
-    ``"probabilities"`` or ``"scores"``, see :class:`~unveil.models.base.Model`). ``batch_size``: an int or ``"auto"`` (timed on first use like torch models; a
-    graph with a fixed batch dimension uses that size). ``providers`` default to :func:`default_providers`;
-    ``session_options`` is an ``onnxruntime.SessionOptions`` (threads, graph optimizations).
+    :func:`unveil.load_image` (a gray graph gets luminance, ...); a graph that leaves C free gets 3.
+    ``input_size`` defaults to the graph's static (height, width); with neither, each image keeps its own size.
+    The first output is read as N x classes ``outputs`` (``"logits"``, softmaxed by the adapter,
+    ``"probabilities"`` or ``"scores"``, see :class:`~unveil.models.base.Model`). ``batch_size``: an int or
+    ``"auto"`` (timed on first use like torch models; a graph with a fixed batch dimension uses that size).
+    ``providers`` default to :func:`default_providers`; ``session_options`` is an
+    ``onnxruntime.SessionOptions`` (threads, graph optimizations).
     """
     ort = _import_ort()
     if not isinstance(path, (str, Path)):
